@@ -95,16 +95,32 @@ def signature_of(func: object) -> tuple[str, ...]:
 
 def shape_differences(cls: type, spec: ShapeSpec) -> list[str]:
     """Empty when `cls` has every method of `spec` with exactly the expected parameters."""
-    diffs = []
+    diffs = [f"{cls.__name__}.{method} exists (a newer shape)" for method in spec.absent if hasattr(cls, method)]
     for method, expected in spec.methods.items():
         found = getattr(cls, method, None)
         if found is None:
             diffs.append(f"{cls.__name__}.{method} is missing")
             continue
+        if expected is None:  # decorated in FastDeploy without functools.wraps: presence is all we can check
+            continue
         found_sig = signature_of(getattr(found, "__wrapped__", found))
         if found_sig != tuple(expected):
             diffs.append(f"{cls.__name__}.{method}({', '.join(found_sig)}) != expected ({', '.join(expected)})")
     return diffs
+
+
+def resolve_class(obj: object, name: str) -> type | None:
+    """The class behind `obj`: itself, or the class a decorator such as FastDeploy's @singleton closes over."""
+    if isinstance(obj, type):
+        return obj
+    wrapped = getattr(obj, "__wrapped__", None)
+    if isinstance(wrapped, type):
+        return wrapped
+    for cell in getattr(obj, "__closure__", None) or ():
+        content = cell.cell_contents
+        if isinstance(content, type) and content.__name__ == name:
+            return content
+    return None
 
 
 @dataclass
@@ -135,7 +151,7 @@ class Registry:
     def match(self, patch: Patch, cls: type) -> tuple[str | None, str, list[str]]:
         """(shape name or None, verdict text, differences) of `cls` against every release line."""
         tried: list[str] = []
-        for line in self.lines:
+        for line in reversed(self.lines):  # newest first: older shapes are often subsets
             spec = line.patches.get(patch.name)
             if spec is None:
                 continue
@@ -160,8 +176,8 @@ class Registry:
         with self._lock:
             if patch.name in self._applied:
                 return self.reports[patch.name]
-            cls = getattr(module, patch.class_name, None)
-            if not isinstance(cls, type):
+            cls = resolve_class(getattr(module, patch.class_name, None), patch.class_name)
+            if cls is None:
                 report = PatchReport(patch.name, Verdict.REFUSED,
                                      f"{patch.module} has no class {patch.class_name}; this FastDeploy is not one we checked")
                 return self._record_refusal(report)

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
+
+from .resources import data_files
 
 
 @dataclass(frozen=True)
 class ShapeSpec:
     shape: str  # the name the patch's code uses to pick its variant
-    methods: dict[str, list[str]]  # method -> parameter names ('*args', '**kwargs' marked)
+    methods: dict[str, list[str] | None]  # method -> parameter names ('*args'/'**kwargs' marked); None: any
+    absent: tuple[str, ...] = ()  # methods this shape must NOT have (tells older shapes from newer)
     not_needed: str = ""  # non-empty: this shape needs no patch, and why
 
 
@@ -26,17 +27,6 @@ class ReleaseLine:
     patches: dict[str, ShapeSpec]
 
 
-def _data_files() -> list[tuple[str, str]]:
-    try:
-        root = resources.files("fastdeploy_cudagraph_ext") / "_release_lines"
-        if root.is_dir():
-            return sorted((f.name, f.read_text()) for f in root.iterdir() if f.name.endswith(".json"))
-    except (ModuleNotFoundError, FileNotFoundError):
-        pass
-    source = Path(__file__).resolve().parent.parent / "patches"
-    return sorted((f.name, f.read_text()) for f in source.glob("*.json"))
-
-
 def _order(name: str) -> tuple[int, ...]:
     return (10**6,) if name == "develop" else tuple(int(p) for p in name.split("."))
 
@@ -44,11 +34,16 @@ def _order(name: str) -> tuple[int, ...]:
 def load_release_lines() -> list[ReleaseLine]:
     """Every release line, oldest first (develop last)."""
     lines = []
-    for filename, text in _data_files():
+    for filename, text in sorted(data_files("patches").items()):
         raw = json.loads(text)
         try:
             patches = {
-                name: ShapeSpec(shape=spec.get("shape", ""), methods=spec["methods"], not_needed=spec.get("not_needed", ""))
+                name: ShapeSpec(
+                    shape=spec.get("shape", ""),
+                    methods=spec["methods"],
+                    absent=tuple(spec.get("absent", ())),
+                    not_needed=spec.get("not_needed", ""),
+                )
                 for name, spec in raw["patches"].items()
             }
             lines.append(ReleaseLine(raw["release_line"], raw["fastdeploy"], raw["paddlepaddle_gpu"], patches))

@@ -1,0 +1,199 @@
+"""Decode capture sizes for MTP speculative decoding and expert parallelism, computed once per worker.
+
+Capture sizes are TOKEN counts. With MTP and k speculative tokens each decoding request
+contributes k+1 tokens, so a size must be a multiple of k+1 and its warmup uses
+size/(k+1) fake requests that live long enough to reach decode ((k+1)*2 steps). Under
+expert parallelism the tokens a rank dispatches must fit DeepEP's low-latency cap.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger("fastdeploy_cudagraph_ext")
+
+MAX_SPECULATIVE_TOKENS = 5  # FastDeploy's SpeculativeConfig accepts k in 1..5
+INTERNODE_LOW_LATENCY_CAP = 1024  # DeepEP internode low-latency kernels
+DEEPEP_DEFAULT_QP_DEPTH = 1024  # DeepEP sets NVSHMEM_QP_DEPTH to this when unset
+
+
+class PlanError(ValueError):
+    """The requested capture sizes cannot be captured correctly; the message says how to fix them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid CUDA graph capture plan:\n  - " + "\n  - ".join(problems))
+
+
+def default_ladder(max_capture_size: int, tokens_per_request: int = 1) -> list[int]:
+    """FastDeploy's default size ladder (1, 2, 4, step 8 to 128, 16 to 256, 32 to 1024) scaled, capped, ascending."""
+    base = [1, 2, 4] + [8 * i for i in range(1, 17)] + [16 * i for i in range(9, 17)] + [32 * i for i in range(9, 33)]
+    sizes = {s * tokens_per_request for s in base if s * tokens_per_request <= max_capture_size}
+    sizes.add(max_capture_size)
+    return sorted(sizes)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    max_num_seqs: int
+    num_speculative_tokens: int = 0  # k; 0 = no MTP
+    capture_sizes: tuple[int, ...] | None = None  # None: FastDeploy's default ladder
+    max_chunk_tokens: int = 8192  # token budget of each warmup's dummy prefill
+    expert_parallel: bool = False
+    max_dispatch_tokens_per_rank: int = 128  # DeepEP's num_max_dispatch_tokens_per_rank
+    internode: bool = False
+    nvshmem_qp_depth: int | None = None  # None: DeepEP's default
+    round_sizes: bool = False  # opt-in: round sizes that are not multiples of k+1
+    drop_oversize: bool = False  # opt-in: drop sizes over the DeepEP cap
+
+
+@dataclass(frozen=True)
+class PlannedCapture:
+    capture_size: int  # tokens in the graph
+    batch_size: int  # fake requests in the warmup
+    expected_decode_len: int
+    num_tokens: int  # dummy-run token budget
+    tokens_per_rank: int
+
+
+@dataclass
+class CapturePlan:
+    inputs: PlanInputs
+    captures: list[PlannedCapture]  # descending capture size: smaller graphs reuse the pool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_request(self) -> int:
+        return self.inputs.num_speculative_tokens + 1
+
+    @property
+    def sizes(self) -> list[int]:
+        return [c.capture_size for c in self.captures]
+
+    @property
+    def max_capture_size(self) -> int:
+        return self.inputs.max_num_seqs * self.tokens_per_request
+
+    def for_size(self, capture_size: int) -> PlannedCapture:
+        for capture in self.captures:
+            if capture.capture_size == capture_size:
+                return capture
+        raise KeyError(f"capture size {capture_size} is not in the plan {self.sizes}")
+
+    def to_dict(self) -> dict:
+        return {"inputs": asdict(self.inputs), "captures": [asdict(c) for c in self.captures], "warnings": self.warnings}
+
+
+def _nearest_multiples(size: int, step: int, upper: int) -> list[int]:
+    below = (size // step) * step
+    above = below + step
+    return [s for s in (below, above) if 0 < s <= upper]
+
+
+def _check_deepep_limits(inputs: PlanInputs, problems: list[str]) -> None:
+    cap = inputs.max_dispatch_tokens_per_rank
+    if inputs.internode and cap > INTERNODE_LOW_LATENCY_CAP:
+        problems.append(
+            f"num_max_dispatch_tokens_per_rank={cap} exceeds {INTERNODE_LOW_LATENCY_CAP}, the most DeepEP's internode "
+            f"low-latency kernels accept; lower it (and max_num_seqs / capture sizes with it)"
+        )
+    depth = DEEPEP_DEFAULT_QP_DEPTH if inputs.nvshmem_qp_depth is None else inputs.nvshmem_qp_depth
+    if depth < 2 * (cap + 1):
+        problems.append(
+            f"NVSHMEM_QP_DEPTH={depth} is below 2*(num_max_dispatch_tokens_per_rank+1)={2 * (cap + 1)}; DeepEP "
+            f"low-latency kernels would hang. Set NVSHMEM_QP_DEPTH={2 * (cap + 1)} or more in the server environment"
+        )
+
+
+@dataclass(frozen=True)
+class SizeVerdict:
+    requested: int
+    size: int | None  # what will be captured (after opt-in rounding); None: not captured
+    problem: str = ""  # fatal
+    note: str = ""  # warning (rounded, dropped)
+
+
+def judge_sizes(inputs: PlanInputs) -> tuple[list[SizeVerdict], list[str]]:
+    """Every candidate size with its fate, plus deployment-wide problems (k, DeepEP limits)."""
+    k = inputs.num_speculative_tokens
+    if k < 0 or k > MAX_SPECULATIVE_TOKENS:
+        return [], [f"num_speculative_tokens={k} is outside 1..{MAX_SPECULATIVE_TOKENS} (0 disables MTP)"]
+    if inputs.max_num_seqs < 1:
+        return [], [f"max_num_seqs={inputs.max_num_seqs} must be at least 1"]
+    step = k + 1
+    upper = inputs.max_num_seqs * step
+    general: list[str] = []
+    if inputs.expert_parallel:
+        _check_deepep_limits(inputs, general)
+    cap = inputs.max_dispatch_tokens_per_rank
+    requested = default_ladder(upper, step) if inputs.capture_sizes is None else sorted(set(inputs.capture_sizes))
+    verdicts = []
+    for size in requested:
+        verdict = SizeVerdict(size, size)
+        if size < 1:
+            verdict = SizeVerdict(size, None, f"capture size {size} must be a positive token count")
+        elif size > upper:
+            verdict = SizeVerdict(size, None, f"capture size {size} exceeds max_num_seqs*(k+1)={upper}; "
+                                              f"remove it or raise max_num_seqs")
+        elif size % step:
+            nearest = _nearest_multiples(size, step, upper)
+            if inputs.round_sizes and nearest:
+                verdict = SizeVerdict(size, nearest[-1], note=f"capture size {size} rounded to {nearest[-1]}, "
+                                                              f"a multiple of k+1={step}")
+            else:
+                verdict = SizeVerdict(size, None, f"capture size {size} is not a multiple of k+1={step} (each "
+                                                  f"request decodes {step} tokens); nearest valid sizes: "
+                                                  f"{', '.join(map(str, nearest))}")
+        if inputs.expert_parallel and verdict.size is not None and verdict.size > cap:
+            if inputs.drop_oversize:
+                verdict = SizeVerdict(size, None, note=f"capture size {verdict.size} dropped: over DeepEP's token "
+                                                       f"cap {cap} (such batches run eagerly)")
+            else:
+                verdict = SizeVerdict(size, None, f"decode capture size {verdict.size} exceeds DeepEP's low-latency "
+                                                  f"token cap num_max_dispatch_tokens_per_rank={cap}")
+        verdicts.append(verdict)
+    over = [v.size or v.requested for v in verdicts if "token cap" in v.problem]
+    if over:
+        general.append(
+            f"decode capture sizes {over} exceed DeepEP's low-latency token cap num_max_dispatch_tokens_per_rank="
+            f"{cap} (tokens per rank). Either raise the cap in the model config (and NVSHMEM_QP_DEPTH to "
+            f"2*(cap+1)), or lower max_num_seqs / cudagraph_capture_sizes so that max_num_seqs*(k+1) <= {cap}"
+        )
+    return verdicts, general
+
+
+def build_plan(inputs: PlanInputs) -> CapturePlan:
+    """Validate and lay out the decode captures; raises PlanError listing every problem at once."""
+    verdicts, general = judge_sizes(inputs)
+    problems = [v.problem for v in verdicts if v.problem and "token cap" not in v.problem] + general
+    sizes = sorted({v.size for v in verdicts if v.size is not None})
+    if not problems and not sizes:
+        problems.append("no capture size is left; raise the DeepEP cap or max_num_seqs, or disable CUDA graphs")
+    if problems:
+        raise PlanError(problems)
+    warnings = [v.note for v in verdicts if v.note]
+    for warning in warnings:
+        log.warning("fastdeploy-cudagraph-ext: %s", warning)
+    step = inputs.num_speculative_tokens + 1
+    captures = [
+        PlannedCapture(
+            capture_size=size,
+            batch_size=size // step,
+            expected_decode_len=step * 2 if inputs.num_speculative_tokens else 1,
+            num_tokens=inputs.max_chunk_tokens,
+            tokens_per_rank=size,
+        )
+        for size in reversed(sizes)
+    ]
+    return CapturePlan(inputs, captures, warnings)
+
+
+def env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise PlanError([f"{name}={raw!r} is not an integer"]) from None

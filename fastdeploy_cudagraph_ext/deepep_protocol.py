@@ -1,0 +1,138 @@
+"""When DeepEP's shared low-latency buffer is cleaned in mixed expert-parallel mode, and capture-time checks.
+
+Rules (cuda-facts.md, DeepEP low-latency):
+* normal (prefill) kernels dirty the buffer; it must be cleaned before the next low-latency kernel;
+* the clean is COLLECTIVE (NVSHMEM barriers): every EP rank must clean at the same step or all hang;
+* a clean recorded into a decode graph costs two barriers on every replay.
+So the clean runs once, eagerly, at the agreed prefill->decode transition (or before every decode
+step when the operator asks), never inside a graph. FastDeploy's own in-forward cleans are suppressed.
+The double buffer flips on the host at every low-latency call, so a graph must contain an even number.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+
+class DeepEPProtocolError(RuntimeError):
+    """A captured graph would replay DeepEP low-latency kernels incorrectly."""
+
+
+class LowLatencyBufferProtocol:
+    """Per-process (per EP rank) state of the mixed-mode clean protocol."""
+
+    def __init__(self, clean: Callable[[], None], is_capturing: Callable[[], bool], clean_every_decode: bool = False) -> None:
+        self._clean = clean
+        self._is_capturing = is_capturing
+        self.clean_every_decode = clean_every_decode
+        self.phase: str | None = None  # None: normal kernels may have run (profile run) -> clean on first decode
+        self.cleans = 0
+
+    def on_step(self, phase: str | None) -> None:
+        """Called once per step after the ranks agreed on the phase, before the step's forward."""
+        if phase == "decode" and (self.phase != "decode" or self.clean_every_decode):
+            if self._is_capturing():
+                raise DeepEPProtocolError(
+                    "DeepEP's low-latency buffer clean was reached while a CUDA graph is being captured; it is a "
+                    "collective barrier and must run eagerly. This is a bug in the step order: report it."
+                )
+            self._clean()
+            self.cleans += 1
+        self.phase = phase
+
+
+_local = threading.local()
+
+
+def _state() -> threading.local:
+    if not hasattr(_local, "suppress_inline_clean"):
+        _local.suppress_inline_clean = 0
+        _local.audit = None
+    return _local
+
+
+@contextmanager
+def suppress_inline_cleans() -> Iterator[None]:
+    """FastDeploy's MoE forward cleans inline; inside this scope those cleans are skipped (the protocol owns them)."""
+    state = _state()
+    state.suppress_inline_clean += 1
+    try:
+        yield
+    finally:
+        state.suppress_inline_clean -= 1
+
+
+def inline_cleans_suppressed() -> bool:
+    return _state().suppress_inline_clean > 0
+
+
+class _CaptureAudit:
+    def __init__(self) -> None:
+        self.low_latency_calls = 0
+        self.unfinished_hooks: list[str] = []
+
+
+@contextmanager
+def capture_audit(graph_name: str) -> Iterator[None]:
+    """Around one backend call that may capture: low-latency calls under capture must come in pairs, hooks called."""
+    state = _state()
+    if state.audit is not None:  # nested backends (draft inside target) share the outer audit
+        yield
+        return
+    audit = state.audit = _CaptureAudit()
+    try:
+        yield
+    finally:
+        state.audit = None
+    if audit.unfinished_hooks:
+        raise DeepEPProtocolError(
+            f"{graph_name}: DeepEP low-latency {', '.join(audit.unfinished_hooks)} returned a receive hook that was "
+            f"not called in the same captured forward; the graph would lack the receive half. Call the hook "
+            f"before the forward returns (FastDeploy's EPDecoderRunner does), or disable CUDA graphs."
+        )
+    if audit.low_latency_calls % 2:
+        raise DeepEPProtocolError(
+            f"{graph_name}: the captured forward made {audit.low_latency_calls} DeepEP low-latency calls, an odd "
+            f"number. DeepEP flips its double buffer on the host at every call, so replays of this graph would use "
+            f"the wrong half. Each MoE layer must dispatch and combine inside the same graph."
+        )
+
+
+def record_low_latency_call(kind: str, hook: object, capturing: bool) -> object:
+    """Count a low-latency call made under capture and return the hook to hand back (wrapped to see it called)."""
+    audit = _state().audit
+    if not capturing or audit is None:
+        return hook
+    if hook is None:
+        raise DeepEPProtocolError(
+            f"DeepEP low-latency {kind} under CUDA graph capture must use async_finish=False, return_recv_hook=True "
+            f"(send and receive kernels on the capture stream); it returned no receive hook."
+        )
+    audit.low_latency_calls += 1
+    audit.unfinished_hooks.append(kind)
+
+    def hook_then_mark() -> object:
+        result = hook()
+        audit.unfinished_hooks.remove(kind)
+        return result
+
+    return hook_then_mark
+
+
+_protocol: LowLatencyBufferProtocol | None = None
+_protocol_lock = threading.Lock()
+
+
+def get_protocol(factory: Callable[[], LowLatencyBufferProtocol]) -> LowLatencyBufferProtocol:
+    global _protocol
+    with _protocol_lock:
+        if _protocol is None:
+            _protocol = factory()
+        return _protocol
+
+
+def reset_protocol() -> None:
+    global _protocol
+    with _protocol_lock:
+        _protocol = None

@@ -1,0 +1,135 @@
+"""What is installed and what each patch would do here. Safe on any machine: it never calls a Paddle
+stream/graph API (several crash a CPU build) and probes c10 only in a child process."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as metadata
+import importlib.util
+import os
+from dataclasses import asdict, dataclass, field
+
+from . import flags
+from .patch import ALL_PATCHES
+from .registry import Registry, resolve_class
+
+
+def _version(*dists: str) -> str | None:
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class DoctorReport:
+    fastdeploy: str | None
+    paddle: str | None
+    paddle_cuda: bool | None
+    deep_ep: list[str]
+    torch: str | None
+    c10: dict
+    flags: dict[str, str]
+    patches: list[dict] = field(default_factory=list)
+
+
+def _fastdeploy_version() -> str | None:
+    version = _version("fastdeploy-gpu", "fastdeploy-xpu", "fastdeploy")
+    if version is None and _importable("fastdeploy"):
+        return "unknown version"
+    return version
+
+
+def _deep_ep_flavours(paddle_present: bool) -> list[str]:
+    found = []
+    if paddle_present and _importable("paddle.distributed.communication.deep_ep"):
+        found.append("Paddle in-tree port (paddle.distributed.communication.deep_ep; follows Paddle's stream)")
+    if _importable("deep_ep"):
+        found.append("torch-API DeepEP (deep_ep; launches on c10's current stream)")
+    if _importable("paddlefleet"):
+        found.append("torch-API DeepEP (paddlefleet.ops.deep_ep; launches on c10's current stream)")
+    return found
+
+
+def _c10_report() -> dict:
+    from .c10_bridge import paddle_library_path, probe
+
+    library = paddle_library_path()
+    if library is None:
+        return {"library": None, "verdict": "Paddle not installed: no c10 to bridge"}
+    return asdict(probe(library, preload="paddle"))
+
+
+def _patch_verdicts() -> list[dict]:
+    registry = Registry(ALL_PATCHES)
+    rows = []
+    for patch in registry.patches.values():
+        row = {"patch": patch.name, "symbols": list(patch.symbols)}
+        try:
+            module = importlib.import_module(patch.module)
+        except Exception as error:  # noqa: BLE001 - any import failure is a verdict, not a crash
+            row["verdict"] = f"target module not importable here: {type(error).__name__}: {error}"
+            rows.append(row)
+            continue
+        cls = resolve_class(getattr(module, patch.class_name, None), patch.class_name)
+        if cls is None:
+            row["verdict"] = f"refused: {patch.module} has no class {patch.class_name}"
+        else:
+            shape, detail, diffs = registry.match(patch, cls)
+            if shape is not None:
+                row["verdict"] = f"would apply: {detail}"
+            elif not diffs:
+                row["verdict"] = f"not needed: {detail}"
+            else:
+                row["verdict"] = "refused: matches no checked shape [" + " | ".join(diffs) + "]"
+        rows.append(row)
+    return rows
+
+
+def run_doctor() -> DoctorReport:
+    paddle_version = _version("paddlepaddle-gpu", "paddlepaddle")
+    paddle_cuda = None
+    if paddle_version is not None:
+        import paddle  # importing is safe on CPU builds; only stream/graph calls are not
+
+        paddle_cuda = bool(paddle.is_compiled_with_cuda())
+    fastdeploy = _fastdeploy_version()
+    report = DoctorReport(
+        fastdeploy=fastdeploy,
+        paddle=paddle_version,
+        paddle_cuda=paddle_cuda,
+        deep_ep=_deep_ep_flavours(paddle_version is not None),
+        torch=_version("torch"),
+        c10=_c10_report(),
+        flags={name: os.environ.get(name, "<unset>") for name in flags.ALL_FLAGS},
+    )
+    if fastdeploy is None:
+        report.patches = [{"patch": p.name, "symbols": list(p.symbols), "verdict": "FastDeploy not found"}
+                          for p in ALL_PATCHES]
+    else:
+        report.patches = _patch_verdicts()
+    return report
+
+
+def format_report(report: DoctorReport) -> str:
+    lines = [
+        f"FastDeploy : {report.fastdeploy or 'FastDeploy not found'}",
+        f"Paddle     : {report.paddle or 'not installed'}"
+        + ("" if report.paddle_cuda is None else (" (CUDA build)" if report.paddle_cuda else " (CPU build)")),
+        f"DeepEP     : {'; '.join(report.deep_ep) or 'not found'}",
+        f"PyTorch    : {report.torch or 'not installed'}",
+        f"c10 stream : {report.c10.get('verdict') or report.c10.get('problem') or report.c10}",
+        "Flags      : " + ", ".join(f"{k}={v}" for k, v in report.flags.items()),
+        "Patches    :",
+    ]
+    for row in report.patches:
+        lines.append(f"  {row['patch']:<28} {row['verdict']}")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""DeepEPEngine low-latency calls: under capture, require receive hooks and count calls for buffer parity."""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from .. import deepep_protocol
+from ..registry import Patch
+from ..stream_policy import get_policy
+
+MODULE = "fastdeploy.model_executor.layers.moe.ep"
+LOW_LATENCY_METHODS = ("low_latency_dispatch", "low_latency_combine",
+                       "low_latency_dispatch_two_stage", "low_latency_combine_two_stage")
+
+
+def _wrap(original: Callable, kind: str) -> Callable:
+    @functools.wraps(original)
+    def low_latency_call(self: object, *args: object, **kwargs: object) -> object:
+        result = original(self, *args, **kwargs)
+        capturing = get_policy().device.is_capturing()
+        if not capturing:
+            return result
+        # FastDeploy returns the receive hook last: (..., hook).
+        hook = deepep_protocol.record_low_latency_call(kind, result[-1], capturing)
+        return (*result[:-1], hook)
+
+    return low_latency_call
+
+
+def build(cls: type, shape: str) -> dict[str, object]:
+    return {name: _wrap(getattr(cls, name), name.replace("low_latency_", "")) for name in LOW_LATENCY_METHODS}
+
+
+PATCH = Patch(
+    name="deepep_capture_checks",
+    symbols=tuple(f"{MODULE}:DeepEPEngine.{name}" for name in LOW_LATENCY_METHODS),
+    why=(
+        "DeepEP flips its low-latency double buffer on the host at every call: a graph with an odd number of calls "
+        "replays on the wrong half. Without a receive hook the kernels would not all be on the capture stream."
+    ),
+    how=(
+        "Wraps the engine's low-latency dispatch/combine (and two-stage variants): while a graph is captured, each "
+        "call is counted and its receive hook wrapped; the capture backend's audit fails the capture if the count "
+        "is odd or a hook was not called in the same forward. Outside capture the calls pass through untouched."
+    ),
+    related_pr="None upstream.",
+    removal_plan="Remove once DeepEP keeps buffer parity per graph itself or FastDeploy checks it at capture.",
+    build=build,
+)

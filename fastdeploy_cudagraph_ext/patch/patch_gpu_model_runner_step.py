@@ -1,0 +1,64 @@
+"""GPUModelRunner.initialize_forward_meta: clean DeepEP's low-latency buffer once, eagerly, at prefill->decode."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+from .. import deepep_protocol, flags
+from ..fd_config import is_mixed_expert_parallel, moe_phase
+from ..registry import Patch
+from ..stream_policy import get_policy
+
+MODULE = "fastdeploy.worker.gpu_model_runner"
+EP_MODULE = "fastdeploy.model_executor.layers.moe.ep"
+
+
+def clean_through_fastdeploy() -> None:
+    """Clean via FastDeploy's engine (DeepEPBufferManager holds it); no engine yet means nothing ran on the buffer."""
+    manager = getattr(sys.modules.get(EP_MODULE), "DeepEPBufferManager", None)
+    engine = getattr(manager, "_engine", None)
+    if engine is not None:
+        engine.clean_low_latency_buffer()
+
+
+def _new_protocol() -> deepep_protocol.LowLatencyBufferProtocol:
+    return deepep_protocol.LowLatencyBufferProtocol(
+        clean=clean_through_fastdeploy,
+        is_capturing=lambda: get_policy().device.is_capturing(),
+        clean_every_decode=flags.read_bool(flags.CLEAN_EVERY_DECODE),
+    )
+
+
+def _wrap(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def initialize_forward_meta(self: object, *args: object, **kwargs: object) -> object:
+        result = original(self, *args, **kwargs)  # agrees the phase across EP ranks and sets moe_phase
+        if is_mixed_expert_parallel(self.fd_config):
+            deepep_protocol.get_protocol(_new_protocol).on_step(moe_phase(self.fd_config))
+        return result
+
+    return initialize_forward_meta
+
+
+def build(cls: type, shape: str) -> dict[str, object]:
+    return {"initialize_forward_meta": _wrap(cls.initialize_forward_meta)}
+
+
+PATCH = Patch(
+    name="deepep_transition_clean",
+    symbols=(f"{MODULE}:GPUModelRunner.initialize_forward_meta",),
+    why=(
+        "In mixed mode one DeepEP buffer serves normal (prefill) and low-latency (decode) kernels; it must be "
+        "cleaned after normal kernels and before the next low-latency kernel, and the clean is a collective "
+        "barrier. FastDeploy cleans inside every forward, so the barrier is recorded into every decode graph."
+    ),
+    how=(
+        "Wraps initialize_forward_meta: after FastDeploy agreed the step's MoE phase across EP ranks, the clean "
+        "runs once, eagerly, on every rank, when the phase turns prefill->decode (or before every decode step with "
+        "FD_CUDAGRAPH_EXT_CLEAN_EVERY_DECODE=1). Idle ranks take the same step decision, so they clean too."
+    ),
+    related_pr="FastDeploy PR #7344 called DeepEPBufferManager.clean_low_latency_buffer, which no release defines.",
+    removal_plan="Remove once FastDeploy cleans at the phase transition instead of inside the MoE forward.",
+    build=build,
+)

@@ -1,0 +1,37 @@
+"""MoEMethodBase.apply: suppress FastDeploy's in-forward low-latency buffer clean (the protocol owns it)."""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from .. import deepep_protocol
+from ..registry import Patch
+
+MODULE = "fastdeploy.model_executor.layers.moe.fused_moe_backend_base"
+
+
+def _wrap(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def apply(self: object, *args: object, **kwargs: object) -> object:
+        with deepep_protocol.suppress_inline_cleans():
+            return original(self, *args, **kwargs)
+
+    return apply
+
+
+def build(cls: type, shape: str) -> dict[str, object]:
+    return {"apply": _wrap(cls.apply)}
+
+
+PATCH = Patch(
+    name="moe_inline_clean_scope",
+    symbols=(f"{MODULE}:MoEMethodBase.apply",),
+    why=(
+        "In mixed mode FastDeploy calls clean_low_latency_buffer() inside the MoE forward (first MoE layer in 2.3+, "
+        "every layer in 2.2): two NVSHMEM barriers inside every captured decode graph, every replay."
+    ),
+    how="Runs FastDeploy's apply unchanged inside a scope in which the EP runners' clean is skipped.",
+    related_pr="None upstream; SGLang cleans eagerly on the normal->low-latency switch (PR #11666).",
+    removal_plan="Remove with deepep_transition_clean, once FastDeploy moves the clean out of the forward.",
+    build=build,
+)
