@@ -1,0 +1,60 @@
+"""Test set-up: real FastDeploy when importable, else our stand-ins (tests/standins) for each era."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+STANDINS = Path(__file__).parent / "standins"
+REAL_FASTDEPLOY = importlib.util.find_spec("fastdeploy") is not None
+ERAS = ["real"] if REAL_FASTDEPLOY else ["2.3", "develop"]
+if not REAL_FASTDEPLOY:
+    sys.path.insert(0, str(STANDINS))
+
+standin_only = pytest.mark.skipif(
+    REAL_FASTDEPLOY, reason="drives the stand-ins' fake CUDA runtime; a real FastDeploy needs a GPU and a model"
+)
+
+
+def _purge_fastdeploy() -> None:
+    for name in [n for n in sys.modules if n == "fastdeploy" or n.startswith("fastdeploy.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(params=ERAS)
+def fd_era(request, monkeypatch):
+    """FastDeploy of one era, freshly imported; the plugin is deactivated afterwards."""
+    import fastdeploy_cudagraph_ext as ext
+
+    if request.param != "real":
+        monkeypatch.setenv("FD_STANDIN_ERA", request.param)
+        _purge_fastdeploy()
+    yield request.param
+    ext.deactivate()
+    if request.param != "real":
+        _purge_fastdeploy()
+
+
+@pytest.fixture
+def runtime():
+    """A fresh fake CUDA runtime and a stream policy over it (c10 kept apart, bridged)."""
+    from fake_cuda import Runtime
+
+    from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
+
+    Runtime.reset()
+    policy = CaptureStreamPolicy(Runtime.device, C10Status(follows_framework=False, bridge=Runtime.c10),
+                                 extensions_may_launch=lambda: True)
+    previous = install_policy(policy)
+    yield Runtime
+    install_policy(previous)
+
+
+@pytest.fixture(autouse=True)
+def _no_plugin_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("FD_CUDAGRAPH_EXT"):
+            monkeypatch.delenv(name)
