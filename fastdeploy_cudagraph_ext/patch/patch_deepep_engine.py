@@ -43,7 +43,7 @@ PATCH = Patch(
         "call is counted and its receive hook wrapped; the capture backend's audit fails the capture if the count "
         "is odd or a hook was not called in the same forward. Outside capture the calls pass through untouched."
     ),
-    related_pr="None upstream.",
+    related_pr="None upstream: no FastDeploy or DeepEP change checks low-latency call parity under capture.",
     removal_plan="Remove once DeepEP keeps buffer parity per graph itself or FastDeploy checks it at capture.",
     build=build,
 )

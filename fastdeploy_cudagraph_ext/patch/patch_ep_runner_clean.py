@@ -29,7 +29,7 @@ PATCH = Patch(
     symbols=(f"{MODULE}:EPRunner.clean_low_latency_buffer",),
     why="The in-forward clean is a collective barrier recorded into every decode graph (see deepep_transition_clean).",
     how="Returns without cleaning inside MoEMethodBase.apply's scope; every other caller gets FastDeploy's clean.",
-    related_pr="None upstream.",
-    removal_plan="Remove with moe_inline_clean_scope.",
+    related_pr="None upstream: FastDeploy has no way to skip the inline clean; SGLang PR #11666 shows the pattern.",
+    removal_plan="Remove together with moe_inline_clean_scope once FastDeploy cleans outside the forward.",
     build=build,
 )

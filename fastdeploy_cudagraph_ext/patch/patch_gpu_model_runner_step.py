@@ -58,7 +58,7 @@ PATCH = Patch(
         "runs once, eagerly, on every rank, when the phase turns prefill->decode (or before every decode step with "
         "FD_CUDAGRAPH_EXT_CLEAN_EVERY_DECODE=1). Idle ranks take the same step decision, so they clean too."
     ),
-    related_pr="FastDeploy PR #7344 called DeepEPBufferManager.clean_low_latency_buffer, which no release defines.",
+    related_pr="FastDeploy PR #7344 (closed) called DeepEPBufferManager.clean_low_latency_buffer, which no release defines.",
     removal_plan="Remove once FastDeploy cleans at the phase transition instead of inside the MoE forward.",
     build=build,
 )
