@@ -149,19 +149,29 @@ class Registry:
 
     # -- shape matching -------------------------------------------------------------
     def match(self, patch: Patch, cls: type) -> tuple[str | None, str, list[str]]:
-        """(shape name or None, verdict text, differences) of `cls` against every release line."""
+        """(shape name or None, verdict text, differences) of `cls` against every release line, newest first."""
         tried: list[str] = []
-        for line in reversed(self.lines):  # newest first: older shapes are often subsets
+        found: ShapeSpec | None = None
+        lines: list[str] = []
+        for line in reversed(self.lines):  # newest first: older shapes are often subsets of newer ones
             spec = line.patches.get(patch.name)
             if spec is None:
                 continue
+            if found is not None:
+                if spec == found:
+                    lines.append(line.name)
+                continue
             diffs = shape_differences(cls, spec)
-            if not diffs:
-                if spec.not_needed:
-                    return None, f"FastDeploy {line.name} shape: {spec.not_needed}", []
-                return spec.shape, f"FastDeploy {line.name} shape '{spec.shape}'", []
-            tried.append(f"{line.name}: " + "; ".join(diffs))
-        return None, "", tried
+            if diffs:
+                tried.append(f"{line.name}: " + "; ".join(diffs))
+            else:
+                found, lines = spec, [line.name]
+        if found is None:
+            return None, "", tried
+        where = "FastDeploy " + "/".join(reversed(lines))
+        if found.not_needed:
+            return None, f"{where} shape: {found.not_needed}", []
+        return found.shape, f"{where} shape '{found.shape}'", []
 
     def closest_shape(self, patch: Patch) -> str | None:
         """The newest release line's applicable shape, used only under FD_CUDAGRAPH_EXT_FORCE."""

@@ -14,9 +14,19 @@ ERAS = ["real"] if REAL_FASTDEPLOY else ["2.3", "develop"]
 if not REAL_FASTDEPLOY:
     sys.path.insert(0, str(STANDINS))
 
-standin_only = pytest.mark.skipif(
-    REAL_FASTDEPLOY, reason="drives the stand-ins' fake CUDA runtime; a real FastDeploy needs a GPU and a model"
-)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "standin: drives the FastDeploy stand-ins' fake CUDA runtime")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not REAL_FASTDEPLOY:
+        return
+    skip = pytest.mark.skip(reason="drives the stand-ins' fake CUDA runtime; a real FastDeploy needs a GPU and a model")
+    for item in items:
+        if "standin" in item.keywords:
+            item.add_marker(skip)
 
 
 def _purge_fastdeploy() -> None:
