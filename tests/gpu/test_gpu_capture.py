@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureEscapeError, CaptureStreamPolicy  # noqa: E402
-from torch_device import FrameworkGraph, new_stream  # noqa: E402
+from torch_device import FrameworkGraph, clear_last_cuda_error, new_stream  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -40,7 +40,10 @@ def test_a_blocking_capture_stream_with_c10_at_legacy_fails(fw, ext) -> None:
     assert "operation would make the legacy stream depend on a capturing blocking stream" in text or (
         "invalidated" in text
     ), text
+    clear_last_cuda_error()
     torch.cuda.synchronize()  # the process stays usable
+    x.add_(1)
+    torch.cuda.synchronize()
 
 
 @pytest.mark.parametrize("size", SIZES)

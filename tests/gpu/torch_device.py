@@ -41,6 +41,11 @@ def _cudart() -> ctypes.CDLL:
         return ctypes.CDLL(found[0])
 
 
+def clear_last_cuda_error() -> int:
+    """Read and reset the runtime's last error (a failed capture leaves one for the next launch to trip on)."""
+    return _cudart().cudaGetLastError()
+
+
 def new_stream(device_id: int, flags: int) -> torch.cuda.ExternalStream:
     """A stream of its own (torch's pool hands out recycled, always non-blocking streams); never destroyed."""
     cudart = _cudart()
