@@ -1,0 +1,17 @@
+"""Building FastDeploy configs for tests from the stand-in (or real) config classes."""
+from types import SimpleNamespace
+
+
+def make_fd_config(k=1, max_num_seqs=8, sizes=(2, 4, 8, 16), ep=False, cap=128, role="mixed"):
+    from fastdeploy.config import GraphOptimizationConfig, MoEPhase
+
+    fd_config = SimpleNamespace(
+        graph_opt_config=GraphOptimizationConfig(sizes),
+        scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs, max_num_batched_tokens=2048, splitwise_role=role),
+        speculative_config=SimpleNamespace(method="mtp" if k else None, num_speculative_tokens=k),
+        parallel_config=SimpleNamespace(use_ep=ep, expert_parallel_size=8 if ep else 1),
+        model_config=SimpleNamespace(num_max_dispatch_tokens_per_rank=cap, moe_layer_start_index=0,
+                                     moe_phase=MoEPhase("prefill")),
+    )
+    fd_config.get_max_chunk_tokens = lambda: 2048
+    return fd_config

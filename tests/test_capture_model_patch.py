@@ -1,0 +1,70 @@
+"""mtp_capture_sizing on both eras' GPUModelRunner (stand-ins)."""
+import importlib
+
+import pytest
+from fd_configs import make_fd_config
+
+import fastdeploy_cudagraph_ext as ext
+from fastdeploy_cudagraph_ext.capture_plan import PlanError
+
+pytestmark = pytest.mark.standin
+
+
+def runner_for(fd_config):
+    module = importlib.import_module("fastdeploy.worker.gpu_model_runner")
+    return module.GPUModelRunner(fd_config, "gpu", 0, 0, 0)
+
+
+def captured(runner):
+    return [(r["batch_size"], r["expected_decode_len"], r["accept_all_drafts"]) for r in runner.dummy_runs]
+
+
+def test_upstream_2_3_warms_k3_with_half_the_size(fd_era):
+    if fd_era != "2.3":
+        pytest.skip("the size/2 bug is 2.2-2.4's")
+    runner = runner_for(make_fd_config(k=3, sizes=(4, 8, 16)))
+    runner.capture_model()
+    assert [b for b, _, _ in captured(runner)] == [8, 4, 2]  # k=3 needs 4, 2, 1
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_patched_runner_warms_size_over_k_plus_1_largest_first(fd_era, k):
+    ext.activate()
+    step = k + 1
+    runner = runner_for(make_fd_config(k=k, max_num_seqs=8, sizes=tuple(step * b for b in (1, 2, 4, 8))))
+    runner.capture_model()
+    assert captured(runner) == [(b, step * 2, True) for b in (8, 4, 2, 1)]
+    assert all(r["in_capturing"] and r["sot_warmup"] and r["num_tokens"] == 2048 for r in runner.dummy_runs)
+
+
+def test_fastdeploy_generated_sizes_are_replaced_by_the_scaled_ladder(fd_era):
+    ext.activate()
+    fd_config = make_fd_config(k=3, max_num_seqs=4, sizes=(1, 2, 4, 8, 16))  # FastDeploy's unscaled ladder
+    runner = runner_for(fd_config)
+    assert fd_config.graph_opt_config.cudagraph_capture_sizes == [16, 8, 4]
+    assert fd_config.graph_opt_config.real_shape_to_captured_size[5] == 8
+    runner.capture_model()
+    assert [b for b, _, _ in captured(runner)] == [4, 2, 1]
+
+
+def test_invalid_user_sizes_stop_the_worker_before_weights_load(fd_era):
+    ext.activate()
+    with pytest.raises(PlanError) as error:
+        runner_for(make_fd_config(k=2, max_num_seqs=8, sizes=(3, 5, 24)))
+    assert error.value.problems == [
+        "fastdeploy-cudagraph-ext refuses to start this worker before loading weights: capture size 5 is not a "
+        "multiple of k+1=3 (each request decodes 3 tokens); nearest valid sizes: 3, 6"
+    ]
+
+
+def test_deepep_cap_is_checked_at_startup(fd_era):
+    ext.activate()
+    with pytest.raises(PlanError, match=r"decode capture sizes \[32\] exceed DeepEP's low-latency token cap"):
+        runner_for(make_fd_config(k=1, max_num_seqs=16, sizes=(2, 4, 8, 16, 32), ep=True, cap=16))
+
+
+def test_non_mtp_capture_is_fastdeploys_own(fd_era):
+    ext.activate()
+    runner = runner_for(make_fd_config(k=0, max_num_seqs=16, sizes=(1, 2, 4, 8, 16)))
+    runner.capture_model()
+    assert [b for b, _, _ in captured(runner)] == [16, 8, 4, 2, 1]

@@ -1,0 +1,99 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastdeploy_cudagraph_ext.capture_plan import PlanError, PlanInputs, build_plan, default_ladder
+
+
+@settings(max_examples=200, deadline=None)
+@given(k=st.integers(0, 5), seqs=st.integers(1, 256), ep=st.booleans(), cap=st.sampled_from([64, 128, 256, 512]),
+       drop=st.booleans())
+def test_default_ladder_plan_invariants(k, seqs, ep, cap, drop):
+    inputs = PlanInputs(max_num_seqs=seqs, num_speculative_tokens=k, expert_parallel=ep,
+                        max_dispatch_tokens_per_rank=cap, drop_oversize=drop)
+    try:
+        plan = build_plan(inputs)
+    except PlanError as error:
+        qp_too_shallow = 2 * (cap + 1) > 1024  # DeepEP's default NVSHMEM_QP_DEPTH
+        assert ep and (qp_too_shallow or not drop)
+        assert all("token cap" in p or (qp_too_shallow and "NVSHMEM_QP_DEPTH" in p) for p in error.problems)
+        return
+    sizes = plan.sizes
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    for capture in plan.captures:
+        assert capture.capture_size % (k + 1) == 0
+        assert capture.batch_size * (k + 1) == capture.capture_size and capture.batch_size >= 1
+        assert capture.capture_size <= seqs * (k + 1)
+        assert capture.expected_decode_len == ((k + 1) * 2 if k else 1)
+        assert not ep or capture.tokens_per_rank <= cap
+    if not ep:
+        assert sizes[0] == seqs * (k + 1)  # the largest batch always has a graph
+
+
+@settings(max_examples=200, deadline=None)
+@given(k=st.integers(1, 5), seqs=st.integers(1, 128), sizes=st.lists(st.integers(1, 700), min_size=1, max_size=12))
+def test_user_sizes_are_either_exact_or_rejected_with_every_problem(k, seqs, sizes):
+    inputs = PlanInputs(max_num_seqs=seqs, num_speculative_tokens=k, capture_sizes=tuple(sizes))
+    bad = sorted({s for s in sizes if s % (k + 1) or s > seqs * (k + 1)})
+    if bad:
+        with pytest.raises(PlanError) as error:
+            build_plan(inputs)
+        assert len(error.value.problems) == len(bad)
+    else:
+        assert sorted(build_plan(inputs).sizes) == sorted(set(sizes))
+
+
+@settings(max_examples=100, deadline=None)
+@given(k=st.integers(1, 5), seqs=st.integers(2, 128), sizes=st.lists(st.integers(1, 200), min_size=1, max_size=8))
+def test_opt_in_rounding_yields_multiples_within_bounds(k, seqs, sizes):
+    upper = seqs * (k + 1)
+    inputs = PlanInputs(max_num_seqs=seqs, num_speculative_tokens=k, capture_sizes=tuple(s for s in sizes if s <= upper)
+                        or (k + 1,), round_sizes=True)
+    plan = build_plan(inputs)
+    assert all(s % (k + 1) == 0 and 0 < s <= upper for s in plan.sizes)
+
+
+def test_not_a_multiple_lists_nearest_valid_sizes():
+    with pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=64, num_speculative_tokens=3, capture_sizes=(6, 8)))
+    assert error.value.problems == [
+        "capture size 6 is not a multiple of k+1=4 (each request decodes 4 tokens); nearest valid sizes: 4, 8"
+    ]
+
+
+def test_speculative_tokens_outside_range():
+    with pytest.raises(PlanError, match=r"num_speculative_tokens=6 is outside 1\.\.5 \(0 disables MTP\)"):
+        build_plan(PlanInputs(max_num_seqs=8, num_speculative_tokens=6))
+
+
+def test_oversize_for_deepep_cap_names_both_ways_out():
+    with pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, expert_parallel=True,
+                              max_dispatch_tokens_per_rank=128))
+    (problem,) = error.value.problems
+    assert problem.startswith("decode capture sizes [144, 160, 176, 192, 208, 224, 240, 256] exceed DeepEP's")
+    assert "raise the cap in the model config" in problem and "lower max_num_seqs / cudagraph_capture_sizes" in problem
+
+
+def test_drop_oversize_keeps_sizes_within_cap_with_a_warning():
+    plan = build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, expert_parallel=True,
+                                 max_dispatch_tokens_per_rank=128, drop_oversize=True))
+    assert max(plan.sizes) == 128
+    assert any("dropped: over DeepEP's token cap 128" in w for w in plan.warnings)
+
+
+def test_internode_cap_and_qp_depth():
+    with pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=8, expert_parallel=True, max_dispatch_tokens_per_rank=2048,
+                              internode=True, nvshmem_qp_depth=1024))
+    assert error.value.problems == [
+        "num_max_dispatch_tokens_per_rank=2048 exceeds 1024, the most DeepEP's internode low-latency kernels accept; "
+        "lower it (and max_num_seqs / capture sizes with it)",
+        "NVSHMEM_QP_DEPTH=1024 is below 2*(num_max_dispatch_tokens_per_rank+1)=4098; DeepEP low-latency kernels "
+        "would hang. Set NVSHMEM_QP_DEPTH=4098 or more in the server environment",
+    ]
+
+
+def test_default_ladder_matches_fastdeploy_steps():
+    assert default_ladder(300) == [1, 2, 4, *range(8, 129, 8), *range(144, 257, 16), 288, 300]
+    assert default_ladder(16, 4) == [4, 8, 16]
