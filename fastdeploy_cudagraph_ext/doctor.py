@@ -65,7 +65,15 @@ def _c10_report() -> dict:
     library = paddle_library_path()
     if library is None:
         return {"library": None, "verdict": "Paddle not installed: no c10 to bridge"}
-    return asdict(probe(library, preload="paddle"))
+    verdict = probe(library, preload="paddle")
+    if not verdict.symbols_found:
+        text = "no out-of-line c10 stream functions: c10 follows Paddle's stream (header-only compat), no bridge needed"
+    elif verdict.convention is not None:
+        text = (f"c10 stream functions found; bridged ({verdict.convention}, stream id at byte {verdict.offset}), "
+                f"kept in step with the capture stream")
+    else:
+        text = f"c10 stream functions found but NOT bridgeable: {verdict.problem}"
+    return {"verdict": text, **asdict(verdict)}
 
 
 def _patch_verdicts() -> list[dict]:
