@@ -35,7 +35,8 @@ class ToyModel:
 
 def make_backend(era, model, graph_opt_level=0):
     graph = SimpleNamespace(cudagraph_capture_sizes=SIZES, cudagraph_num_of_warmups=2, graph_opt_level=graph_opt_level,
-                            real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, full_cuda_graph=True)
+                            real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, full_cuda_graph=True,
+                            cudagraph_capture_sizes_prefill=[1, 2, 4, 8])
     module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
     config = SimpleNamespace(graph_opt_config=graph)
     if era == "2.3":
@@ -95,10 +96,8 @@ def test_clear_graph_recaptures_on_the_capture_stream(fd_era, runtime):
     assert ("capture_begin", "capture") in runtime.device.log[-6:]
 
 
-@pytest.mark.parametrize("era_only", ["develop"])
-def test_static_decode_path_keeps_is_decode_out_of_the_forward(fd_era, runtime, era_only):
-    if fd_era != era_only:
-        pytest.skip("is_decode exists only in develop's run_static_model")
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)  # is_decode exists only in develop
+def test_static_decode_path_keeps_is_decode_out_of_the_forward(fd_era, runtime):
     ext.activate()
     model = ToyModel(runtime)
     backend = make_backend(fd_era, model, graph_opt_level=1)

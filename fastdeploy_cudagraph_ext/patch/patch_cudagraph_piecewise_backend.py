@@ -18,12 +18,20 @@ def _entry_done(entry: object) -> bool:
             or not getattr(entry, "use_cudagraph", True))
 
 
+def _capturable_entries(backend: object) -> list[object]:
+    """Entries a call may still capture. Develop also keys static-prefill entries (shape, True); they
+    capture only in split mode (Dy2St without full_cuda_graph), so elsewhere they never count."""
+    split_mode = getattr(backend, "dy2st", False) and not getattr(backend, "full_cuda_graph", True)
+    return [entry for key, entry in getattr(backend, "concrete_size_entries", {}).items()
+            if split_mode or not (isinstance(key, tuple) and key[1])]
+
+
 def _all_captured(backend: object) -> bool:
     """Cached once true: after capture_model every call is a replay, and replays must stay cheap."""
     if getattr(backend, ALL_CAPTURED, False):
         return True
-    entries = getattr(backend, "concrete_size_entries", {})
-    done = bool(entries) and all(_entry_done(e) for e in entries.values())
+    entries = _capturable_entries(backend)
+    done = bool(entries) and all(_entry_done(e) for e in entries)
     if done:
         setattr(backend, ALL_CAPTURED, True)
     return done

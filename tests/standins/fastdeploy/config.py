@@ -23,6 +23,7 @@ class GraphOptimizationConfig:
     def __init__(self, cudagraph_capture_sizes, use_cudagraph=True):
         self.use_cudagraph = use_cudagraph
         self.cudagraph_capture_sizes = list(cudagraph_capture_sizes)
+        self.cudagraph_capture_sizes_prefill = [1, 2, 4, 8]
         self.cudagraph_only_prefill = False
         self.cudagraph_num_of_warmups = 2
         self.graph_opt_level = 0

@@ -24,6 +24,8 @@ class _Common:
         self.concrete_size_entries = {}
         for shape in self.cudagraph_capture_sizes:
             self.concrete_size_entries[self._key(shape, False)] = ConcreteSizeEntry(real_shape=shape)
+        for shape in getattr(self, "cudagraph_capture_sizes_prefill", []):  # develop: static prefill entries
+            self.concrete_size_entries[self._key(shape, True)] = ConcreteSizeEntry(real_shape=shape)
 
     def _capture(self, entry, **kwargs):
         for _ in range(entry.num_finished_warmup, self.warm_up_size):
@@ -101,6 +103,7 @@ else:
             self.runnable = runnable
             graph = fd_config.graph_opt_config
             self.cudagraph_capture_sizes = graph.cudagraph_capture_sizes
+            self.cudagraph_capture_sizes_prefill = graph.cudagraph_capture_sizes_prefill
             self.warm_up_size = graph.cudagraph_num_of_warmups
             self.real_shape_to_captured_size = graph.real_shape_to_captured_size
             self.dy2st = graph.graph_opt_level > 0
