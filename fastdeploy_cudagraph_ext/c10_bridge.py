@@ -214,16 +214,15 @@ def _child(convention: str, library: str, preload: str | None) -> None:
 
     _report(stage="getStreamFromExternal(sentinel)")
     offsets: set[int] | None = None
-    extent = 0
+    extent = ctypes.sizeof(_Regs16) if convention == REGS16 else 0  # sret: the last byte the callee wrote
     for fill in FILLS:
         for sentinel in SENTINELS:
             raw = calls.raw_bytes(calls.from_external(sentinel, PROBE_DEVICE, fill))
             found = {off for off in range(0, len(raw) - 7, 8) if _stream_id(raw, off) == sentinel}
             offsets = found if offsets is None else offsets & found
-            written = [i for i, b in enumerate(raw) if b != fill]
-            extent = max(extent, written[-1] + 1 if written else 0)
-    if convention == REGS16:
-        extent = ctypes.sizeof(_Regs16)
+            if convention == SRET:
+                written = [i for i, b in enumerate(raw) if b != fill]
+                extent = max(extent, written[-1] + 1 if written else 0)
     if not offsets:
         _report(error="the sentinel stream pointer appeared at no 8-byte-aligned offset of the returned object")
         return
