@@ -153,6 +153,24 @@ class CaptureStreamPolicy:
             self.device.wait_stream(caller, capture)
 
     @contextmanager
+    def eager_extension_scope(self, device_id: int | None = None) -> Iterator[None]:
+        """Eager extension work (DeepEP's clean) on the framework's current stream instead of c10's own.
+
+        Without this a torch-API kernel launched between steps goes to c10's legacy default stream,
+        which a non-blocking capture stream does not order against.
+        """
+        if self.c10.follows_framework or self.c10.bridge is None:
+            yield
+            return
+        dev = self.device.current_device() if device_id is None else device_id
+        undo_c10 = self._sync_c10(dev, self.device.raw_handle(self.device.current_stream(dev)))
+        try:
+            yield
+        finally:
+            if undo_c10 is not None:
+                undo_c10()
+
+    @contextmanager
     def replay_scope(self, device_id: int | None = None) -> Iterator[object]:
         """Order a replay (which runs on the stream it was captured on) by stream waits alone."""
         dev = self.device.current_device() if device_id is None else device_id

@@ -68,6 +68,7 @@ def test_clean_runs_once_eagerly_at_the_transition_and_never_in_a_graph(fd_era, 
     assert worker.buffer.dirty and worker.buffer.collective.barriers == [0]
     worker.step(decode=True)  # transition: one eager clean (2 barriers), then warmup + capture + replay
     assert worker.buffer.collective.barriers == [2]
+    assert ("eager", "ll_clean", "compute") in runtime.device.log  # on Paddle's stream, not c10's legacy one
     graph = worker.graph()
     assert graph.kernel_names() == ["ll_dispatch_send", "ll_dispatch_recv", "ll_combine_send", "ll_combine_recv"] * 2
     for _ in range(3):

@@ -110,3 +110,16 @@ def test_scopes_are_per_thread():
         thread.start()
         thread.join()
     assert seen["depth"] == 0
+
+
+def test_eager_extension_scope_points_c10_at_the_framework_stream_and_restores():
+    device, c10, policy = make()
+    with policy.eager_extension_scope():
+        assert c10.stream() is device.compute
+    assert c10.stream() is LEGACY and ("set_stream", "capture") not in device.log
+
+
+def test_eager_extension_scope_without_bridge_is_a_no_op():
+    device, c10, policy = make(bridged=False)
+    with policy.eager_extension_scope():
+        assert c10.stream() is LEGACY

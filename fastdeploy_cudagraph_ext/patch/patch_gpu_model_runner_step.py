@@ -19,7 +19,8 @@ def clean_through_fastdeploy() -> None:
     manager = getattr(sys.modules.get(EP_MODULE), "DeepEPBufferManager", None)
     engine = getattr(manager, "_engine", None)
     if engine is not None:
-        engine.clean_low_latency_buffer()
+        with get_policy().eager_extension_scope():
+            engine.clean_low_latency_buffer()
 
 
 def _new_protocol() -> deepep_protocol.LowLatencyBufferProtocol:
