@@ -19,9 +19,8 @@ def captured(runner):
     return [(r["batch_size"], r["expected_decode_len"], r["accept_all_drafts"]) for r in runner.dummy_runs]
 
 
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # the size/2 bug is 2.2-2.4's
 def test_upstream_2_3_warms_k3_with_half_the_size(fd_era):
-    if fd_era != "2.3":
-        pytest.skip("the size/2 bug is 2.2-2.4's")
     runner = runner_for(make_fd_config(k=3, sizes=(4, 8, 16)))
     runner.capture_model()
     assert [b for b, _, _ in captured(runner)] == [8, 4, 2]  # k=3 needs 4, 2, 1

@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _cuda():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="tests/gpu need PyTorch with CUDA: run them on the GPU machine with PYTHONPATH=.")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     return torch

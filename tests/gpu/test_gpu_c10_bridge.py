@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="tests/gpu need PyTorch with CUDA: run them on the GPU machine with PYTHONPATH=.")
 
 from fastdeploy_cudagraph_ext.c10_bridge import REGS16, SYMBOLS, probe  # noqa: E402
 from torch_device import libc10_cuda_path  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="tests/gpu need PyTorch with CUDA: run them on the GPU machine with PYTHONPATH=.")
 
 from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureEscapeError, CaptureStreamPolicy  # noqa: E402
 from torch_device import FrameworkGraph, clear_last_cuda_error, new_stream  # noqa: E402
