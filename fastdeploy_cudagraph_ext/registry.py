@@ -9,12 +9,13 @@ exact original objects.
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import logging
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Callable
+from typing import Callable, ContextManager
 
 from . import import_hooks
 from .release_lines import ReleaseLine, ShapeSpec, load_release_lines
@@ -81,6 +82,17 @@ class PatchReport:
 
     def line(self) -> str:
         return f"fastdeploy-cudagraph-ext: patch {self.patch}: {self.verdict.value} ({self.detail})"
+
+
+def within(original: Callable, context: Callable[[object], ContextManager]) -> Callable:
+    """FastDeploy's own method, run inside `context(self)`: the preferred shape of a patch."""
+
+    @functools.wraps(original)
+    def method(self: object, *args: object, **kwargs: object) -> object:
+        with context(self):
+            return original(self, *args, **kwargs)
+
+    return method
 
 
 def signature_of(func: object) -> tuple[str, ...]:

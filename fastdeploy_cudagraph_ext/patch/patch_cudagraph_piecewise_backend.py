@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from .. import deepep_protocol
-from ..registry import Patch
+from ..registry import Patch, within
 from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
@@ -37,18 +38,16 @@ def _all_captured(backend: object) -> bool:
     return done
 
 
-def _wrap_call(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def __call__(self: object, **kwargs: object) -> object:
-        policy = get_policy()
-        if _all_captured(self):
-            with policy.replay_scope():
-                return original(self, **kwargs)
-        # Warmup and capture (and any replay of an already captured size) run on the capture stream.
-        with policy.capture_scope(), deepep_protocol.capture_audit(type(self).__name__):
-            return original(self, **kwargs)
-
-    return __call__
+@contextmanager
+def _stream_scope(backend: object) -> Iterator[None]:
+    policy = get_policy()
+    if _all_captured(backend):
+        with policy.replay_scope():
+            yield
+        return
+    # Warmup and capture (and any replay of an already captured size) run on the capture stream.
+    with policy.capture_scope(), deepep_protocol.capture_audit(type(backend).__name__):
+        yield
 
 
 def _wrap_clear_graph(original: Callable) -> Callable:
@@ -64,7 +63,7 @@ def _wrap_clear_graph(original: Callable) -> Callable:
 def build(cls: type, shape: str) -> dict[str, object]:
     # Both shapes ('token_keyed' and 'shape_and_mode_keyed') are wrapped the same way: FastDeploy's own body
     # picks the entry, warms up, captures and replays; run_static_model (and develop's is_decode) is untouched.
-    return {"__call__": _wrap_call(cls.__call__), "clear_graph": _wrap_clear_graph(cls.clear_graph)}
+    return {"__call__": within(cls.__call__, _stream_scope), "clear_graph": _wrap_clear_graph(cls.clear_graph)}
 
 
 PATCH = Patch(

@@ -1,26 +1,14 @@
 """MoEMethodBase.apply: suppress FastDeploy's in-forward low-latency buffer clean (the protocol owns it)."""
 from __future__ import annotations
 
-import functools
-from typing import Callable
-
 from .. import deepep_protocol
-from ..registry import Patch
+from ..registry import Patch, within
 
 MODULE = "fastdeploy.model_executor.layers.moe.fused_moe_backend_base"
 
 
-def _wrap(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def apply(self: object, *args: object, **kwargs: object) -> object:
-        with deepep_protocol.suppress_inline_cleans():
-            return original(self, *args, **kwargs)
-
-    return apply
-
-
 def build(cls: type, shape: str) -> dict[str, object]:
-    return {"apply": _wrap(cls.apply)}
+    return {"apply": within(cls.apply, lambda moe_method: deepep_protocol.suppress_inline_cleans())}
 
 
 PATCH = Patch(

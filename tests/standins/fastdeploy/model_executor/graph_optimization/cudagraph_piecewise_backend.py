@@ -27,10 +27,13 @@ class _Common:
         for shape in getattr(self, "cudagraph_capture_sizes_prefill", []):  # develop: static prefill entries
             self.concrete_size_entries[self._key(shape, True)] = ConcreteSizeEntry(real_shape=shape)
 
-    def _capture(self, entry, **kwargs):
+    def _warmup(self, entry, **kwargs):
         for _ in range(entry.num_finished_warmup, self.warm_up_size):
             entry.num_finished_warmup += 1
             entry.runnable(**kwargs)
+
+    def _capture(self, entry, **kwargs):
+        self._warmup(entry, **kwargs)
         graph = FakeGraph(Runtime.device)
         Runtime.device.synchronize()
         graph.capture_begin()
@@ -51,9 +54,7 @@ class _Common:
     def _static(self, entry, **kwargs):
         self.static_calls.append(sorted(kwargs))
         if not entry.captured:
-            for _ in range(entry.num_finished_warmup, self.warm_up_size):
-                entry.num_finished_warmup += 1
-                entry.runnable(**kwargs)
+            self._warmup(entry, **kwargs)
             entry.captured = True
         return entry.runnable(**kwargs)
 
