@@ -39,6 +39,7 @@ class PlanInputs:
     max_num_seqs: int
     num_speculative_tokens: int = 0  # k; 0 = no MTP
     capture_sizes: tuple[int, ...] | None = None  # None: FastDeploy's default ladder
+    capture_limit: int | None = None  # a cap FastDeploy put on its own ladder (2.2/2.3: 512 tokens)
     max_chunk_tokens: int = 8192  # token budget of each warmup's dummy prefill
     expert_parallel: bool = False
     max_dispatch_tokens_per_rank: int = 128  # DeepEP's num_max_dispatch_tokens_per_rank
@@ -123,6 +124,8 @@ def judge_sizes(inputs: PlanInputs) -> tuple[list[SizeVerdict], list[str]]:
         return [], [f"max_num_seqs={inputs.max_num_seqs} must be at least 1"]
     step = k + 1
     upper = inputs.max_num_seqs * step
+    if inputs.capture_limit is not None:
+        upper = min(upper, max(step, inputs.capture_limit // step * step))
     general: list[str] = []
     if inputs.expert_parallel:
         _check_deepep_limits(inputs, general)

@@ -135,3 +135,22 @@ def test_activation_from_inside_fastdeploys_own_import(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
     assert "patch mtp_capture_sizing: applied" in out.stderr
+
+
+def test_concurrent_activation_wraps_each_method_once(fd_era):
+    import threading
+
+    backend = importlib.import_module(BACKEND)
+    original = backend.CudaGraphPiecewiseBackend.__dict__["__call__"]
+    barrier = threading.Barrier(8)
+
+    def activate():
+        barrier.wait()
+        ext.activate()
+
+    threads = [threading.Thread(target=activate) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert backend.CudaGraphPiecewiseBackend.__dict__["__call__"].__wrapped__ is original

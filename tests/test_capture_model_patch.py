@@ -46,6 +46,15 @@ def test_fastdeploy_generated_sizes_are_replaced_by_the_scaled_ladder(fd_era):
     assert [b for b, _, _ in captured(runner)] == [4, 2, 1]
 
 
+def test_fastdeploys_cap_on_its_own_ladder_is_kept(fd_era):
+    ext.activate()
+    ladder_to_512 = (1, 2, 4, *range(8, 129, 8), *range(144, 257, 16), *range(288, 513, 32))
+    fd_config = make_fd_config(k=2, max_num_seqs=256, sizes=ladder_to_512)  # 2.3 capped its ladder at 512
+    runner_for(fd_config)
+    sizes = fd_config.graph_opt_config.cudagraph_capture_sizes
+    assert max(sizes) == 510 and all(s % 3 == 0 for s in sizes)
+
+
 def test_invalid_user_sizes_stop_the_worker_before_weights_load(fd_era):
     ext.activate()
     with pytest.raises(PlanError) as error:
