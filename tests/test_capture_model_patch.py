@@ -76,3 +76,26 @@ def test_non_mtp_capture_is_fastdeploys_own(fd_era):
     runner = runner_for(make_fd_config(k=0, max_num_seqs=16, sizes=(1, 2, 4, 8, 16)))
     runner.capture_model()
     assert [b for b, _, _ in captured(runner)] == [16, 8, 4, 2, 1]
+
+
+def xpu_runner_for(fd_config):
+    module = importlib.import_module("fastdeploy.worker.xpu_model_runner")
+    return module.XPUModelRunner(fd_config, "xpu", 0, 0, 0)
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)  # XPU captures graphs only in the 2026 code
+def test_xpu_mtp_capture_uses_the_real_k(fd_era):
+    ext.activate()
+    runner = xpu_runner_for(make_fd_config(k=2, max_num_seqs=4, sizes=(3, 6, 12)))
+    runner.capture_model()
+    assert captured(runner) == [(4, 6, True), (2, 6, True), (1, 6, True)]
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_xpu_prefill_only_capture_stays_fastdeploys(fd_era):
+    ext.activate()
+    fd_config = make_fd_config(k=2, max_num_seqs=4, sizes=(3, 6, 12))
+    fd_config.graph_opt_config.cudagraph_only_prefill = True
+    runner = xpu_runner_for(fd_config)
+    runner.capture_model()
+    assert [(r["num_tokens"], r["batch_size"]) for r in runner.dummy_runs] == [(12, 4), (6, 4), (3, 4)]

@@ -63,8 +63,15 @@ def test_doctor_without_fastdeploy_reports_it_and_exits_zero():
     assert "c10 follows Paddle's stream" in report["c10"]["verdict"]
 
 
-def test_doctor_gives_each_patch_a_verdict_on_a_fastdeploy(tmp_path):
+def test_doctor_gives_each_patch_a_verdict_on_a_fastdeploy():
     result = run_cli("doctor", standins=True)
     assert result.returncode == 0, result.stderr
     assert "capture_stream               would apply: FastDeploy 2.5/develop shape 'shape_and_mode_keyed'" in result.stdout
-    assert "xpu_mtp_capture_sizing       not needed" in result.stdout
+    assert "xpu_mtp_capture_sizing       would apply: FastDeploy develop shape 'planned_loop'" in result.stdout
+
+
+def test_doctor_reports_not_needed_where_fastdeploy_is_right(monkeypatch):
+    monkeypatch.setenv("FD_STANDIN_ERA", "2.3")
+    result = run_cli("doctor", standins=True)
+    assert "xpu_mtp_capture_sizing       not needed: FastDeploy 2.2/2.3/2.4/2.5 shape: this release's XPU runner " \
+           "captures no graphs" in result.stdout

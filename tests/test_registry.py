@@ -65,9 +65,18 @@ def test_failure_midway_leaves_class_untouched(fd_era):
     assert dict(module.GPUModelRunner.__dict__) == before
 
 
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # XPU runners before 2026 capture no graphs
 def test_xpu_runner_without_graph_capture_is_not_needed(fd_era):
     module = importlib.import_module("fastdeploy.worker.xpu_model_runner")
     patch = next(p for p in ALL_PATCHES if p.name == "xpu_mtp_capture_sizing")
     report = Registry(ALL_PATCHES).apply_to_module(patch, module)
     assert report.verdict is Verdict.NOT_NEEDED
     assert "captures no graphs" in report.detail
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_xpu_runner_with_mtp_capture_is_patched(fd_era):
+    module = importlib.import_module("fastdeploy.worker.xpu_model_runner")
+    patch = next(p for p in ALL_PATCHES if p.name == "xpu_mtp_capture_sizing")
+    report = Registry(ALL_PATCHES).apply_to_module(patch, module)
+    assert report.verdict is Verdict.APPLIED and report.detail == "FastDeploy develop shape 'planned_loop'"
