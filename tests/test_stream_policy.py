@@ -123,3 +123,14 @@ def test_eager_extension_scope_without_bridge_is_a_no_op():
     device, c10, policy = make(bridged=False)
     with policy.eager_extension_scope():
         assert c10.stream() is LEGACY
+
+
+def test_paddle_device_refuses_a_cpu_build_before_any_stream_call():
+    import paddle
+
+    from fastdeploy_cudagraph_ext.paddle_device import PaddleStreamDevice
+
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle is a CUDA build")
+    with pytest.raises(RuntimeError, match="needs a CUDA build of Paddle.*Install paddlepaddle-gpu"):
+        PaddleStreamDevice()
