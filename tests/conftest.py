@@ -17,13 +17,13 @@ if not REAL_FASTDEPLOY:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "standin: drives the FastDeploy stand-ins' fake CUDA runtime")
+    config.addinivalue_line("markers", "standin: needs the FastDeploy stand-ins (skipped where a real FastDeploy is importable)")
 
 
 def pytest_collection_modifyitems(config, items):
     if not REAL_FASTDEPLOY:
         return
-    skip = pytest.mark.skip(reason="drives the stand-ins' fake CUDA runtime; a real FastDeploy needs a GPU and a model")
+    skip = pytest.mark.skip(reason="needs the FastDeploy stand-ins; a real FastDeploy is importable here")
     for item in items:
         if "standin" in item.keywords:
             item.add_marker(skip)
