@@ -13,7 +13,7 @@ import threading
 
 from . import deepep_protocol, flags, import_hooks
 from .patch import ALL_PATCHES
-from .registry import PatchRefused, PatchReport, Registry
+from .registry import PatchRefused, PatchReport, Registry, Verdict
 
 log = logging.getLogger("fastdeploy_cudagraph_ext")
 _lock = threading.RLock()
@@ -66,7 +66,7 @@ def activate(force: bool | None = None) -> list[PatchReport]:
         try:
             for patch in reg.patches.values():
                 report = reg.apply_when_imported(patch)
-                if report.verdict.value.startswith("waiting"):
+                if report.verdict is Verdict.WAITING:
                     log.info(report.line())
         except BaseException:
             deactivate()

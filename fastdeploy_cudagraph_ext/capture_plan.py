@@ -72,18 +72,21 @@ class CapturePlan:
     def sizes(self) -> list[int]:
         return [c.capture_size for c in self.captures]
 
-    @property
-    def max_capture_size(self) -> int:
-        return self.inputs.max_num_seqs * self.tokens_per_request
-
-    def for_size(self, capture_size: int) -> PlannedCapture:
-        for capture in self.captures:
-            if capture.capture_size == capture_size:
-                return capture
-        raise KeyError(f"capture size {capture_size} is not in the plan {self.sizes}")
-
     def to_dict(self) -> dict:
         return {"inputs": asdict(self.inputs), "captures": [asdict(c) for c in self.captures], "warnings": self.warnings}
+
+
+def expected_decode_len(num_speculative_tokens: int) -> int:
+    """Steps a warmup request lives: (k+1)*2 under MTP so it reaches decode, else one decode step."""
+    return (num_speculative_tokens + 1) * 2 if num_speculative_tokens else 1
+
+
+def warmup_token_budget(splitwise_role: str, max_num_seqs: int, num_speculative_tokens: int,
+                        max_num_batched_tokens: int) -> int:
+    """The dummy run's token budget, as FastDeploy sizes it: a decode instance never prefills a full chunk."""
+    if splitwise_role == "decode":
+        return max_num_seqs * (num_speculative_tokens + 1)
+    return max_num_batched_tokens
 
 
 def _nearest_multiples(size: int, step: int, upper: int) -> list[int]:
@@ -183,7 +186,7 @@ def build_plan(inputs: PlanInputs) -> CapturePlan:
         PlannedCapture(
             capture_size=size,
             batch_size=size // step,
-            expected_decode_len=step * 2 if inputs.num_speculative_tokens else 1,
+            expected_decode_len=expected_decode_len(inputs.num_speculative_tokens),
             num_tokens=inputs.max_chunk_tokens,
             tokens_per_rank=size,
         )

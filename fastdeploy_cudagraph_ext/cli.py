@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 
 from . import deployment
-from .capture_plan import PlanError, build_plan, judge_sizes
+from .capture_plan import PlanError, build_plan, expected_decode_len, judge_sizes
 
 
 def _plan_table(dep: deployment.Deployment) -> tuple[str, dict, int]:
@@ -20,7 +20,7 @@ def _plan_table(dep: deployment.Deployment) -> tuple[str, dict, int]:
     for v in sorted(verdicts, key=lambda v: v.requested, reverse=True):
         size = v.size if v.size is not None else v.requested
         batch = size // step if size % step == 0 else "-"
-        decode_len = step * 2 if inputs.num_speculative_tokens else 1
+        decode_len = expected_decode_len(inputs.num_speculative_tokens)
         cap_text = str(cap) if inputs.expert_parallel else "-"
         status = "OK" if v.size is not None and not v.problem else (v.problem or v.note)
         if v.size is not None and v.note:

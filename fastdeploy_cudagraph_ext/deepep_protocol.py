@@ -99,10 +99,10 @@ def capture_audit(graph_name: str) -> Iterator[None]:
         )
 
 
-def record_low_latency_call(kind: str, hook: object, capturing: bool) -> object:
+def record_low_latency_call(kind: str, hook: object) -> object:
     """Count a low-latency call made under capture and return the hook to hand back (wrapped to see it called)."""
     audit = _state().audit
-    if not capturing or audit is None:
+    if audit is None:
         return hook
     if hook is None:
         raise DeepEPProtocolError(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import flags
-from .capture_plan import PlanError, PlanInputs
+from .capture_plan import PlanError, PlanInputs, warmup_token_budget
 from .resources import data_files
 
 DEFAULT_CONFIG = "ernie45-300b-a47b-ep8-mixed-mtp1.json"
@@ -41,8 +41,8 @@ class Deployment:
         graph = self.launch.get("graph-optimization-config") or {}
         sizes = graph.get("cudagraph_capture_sizes")
         max_num_seqs = int(self.launch.get("max-num-seqs", 8))
-        role = self.launch.get("splitwise-role", "mixed")
-        chunk = max_num_seqs * (k + 1) if role == "decode" else int(self.launch.get("max-num-batched-tokens", 8192))
+        chunk = warmup_token_budget(self.launch.get("splitwise-role", "mixed"), max_num_seqs, k,
+                                    int(self.launch.get("max-num-batched-tokens", 8192)))
         depth = self.environment.get("NVSHMEM_QP_DEPTH")
         return PlanInputs(
             max_num_seqs=max_num_seqs,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import inspect
 
-from .capture_plan import PlanInputs, default_ladder, env_int
+from .capture_plan import PlanInputs, default_ladder, env_int, warmup_token_budget
 
 
 def _first(obj_paths: list[tuple[object, str]], default: object = None) -> object:
@@ -57,9 +57,8 @@ def max_chunk_tokens(fd_config: object) -> int:
     if callable(getter):
         return int(getter())
     scheduler = getattr(fd_config, "scheduler_config", None) or getattr(fd_config, "parallel_config", None)
-    if splitwise_role(fd_config) == "decode":
-        return max_num_seqs(fd_config) * (speculative_tokens(fd_config) + 1)
-    return int(getattr(scheduler, "max_num_batched_tokens", 8192))
+    return warmup_token_budget(splitwise_role(fd_config), max_num_seqs(fd_config), speculative_tokens(fd_config),
+                               int(getattr(scheduler, "max_num_batched_tokens", 8192)))
 
 
 def _generated_by_fastdeploy(sizes: list[int], tokens_per_request: int) -> bool:

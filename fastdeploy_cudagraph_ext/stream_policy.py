@@ -89,6 +89,9 @@ class CaptureStreamPolicy:
                 stream = self._streams[device_id] = self.device.new_nonblocking_stream(device_id)
             return stream
 
+    def _device_id(self, device_id: int | None) -> int:
+        return self.device.current_device() if device_id is None else device_id
+
     def _depths(self) -> dict[int, int]:
         depths = getattr(self._local, "depths", None)
         if depths is None:
@@ -123,7 +126,7 @@ class CaptureStreamPolicy:
     @contextmanager
     def capture_scope(self, device_id: int | None = None) -> Iterator[object]:
         """Run warmup or capture on the capture stream with c10 in step; re-entrant per thread."""
-        dev = self.device.current_device() if device_id is None else device_id
+        dev = self._device_id(device_id)
         capture = self.capture_stream(dev)
         depths = self._depths()
         if depths.get(dev, 0):
@@ -162,7 +165,7 @@ class CaptureStreamPolicy:
         if self.c10.follows_framework or self.c10.bridge is None:
             yield
             return
-        dev = self.device.current_device() if device_id is None else device_id
+        dev = self._device_id(device_id)
         undo_c10 = self._sync_c10(dev, self.device.raw_handle(self.device.current_stream(dev)))
         try:
             yield
@@ -173,7 +176,7 @@ class CaptureStreamPolicy:
     @contextmanager
     def replay_scope(self, device_id: int | None = None) -> Iterator[object]:
         """Order a replay (which runs on the stream it was captured on) by stream waits alone."""
-        dev = self.device.current_device() if device_id is None else device_id
+        dev = self._device_id(device_id)
         capture = self.capture_stream(dev)
         if self._depths().get(dev, 0):  # replay inside a capture scope is already on the capture stream
             yield capture

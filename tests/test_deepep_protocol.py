@@ -114,8 +114,8 @@ def test_hook_not_called_in_the_same_forward_fails_the_capture():
         with capture_audit("toy"):
             from fastdeploy_cudagraph_ext.deepep_protocol import record_low_latency_call
 
-            record_low_latency_call("dispatch", lambda: None, capturing=True)
-            record_low_latency_call("combine", lambda: None, capturing=True)
+            record_low_latency_call("dispatch", lambda: None)
+            record_low_latency_call("combine", lambda: None)
 
 
 # ---- a multi-rank simulation of the protocol itself -------------------------------------------------------

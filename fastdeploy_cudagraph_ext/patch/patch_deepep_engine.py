@@ -17,11 +17,10 @@ def _wrap(original: Callable, kind: str) -> Callable:
     @functools.wraps(original)
     def low_latency_call(self: object, *args: object, **kwargs: object) -> object:
         result = original(self, *args, **kwargs)
-        capturing = get_policy().device.is_capturing()
-        if not capturing:
+        if not get_policy().device.is_capturing():
             return result
         # FastDeploy returns the receive hook last: (..., hook).
-        hook = deepep_protocol.record_low_latency_call(kind, result[-1], capturing)
+        hook = deepep_protocol.record_low_latency_call(kind, result[-1])
         return (*result[:-1], hook)
 
     return low_latency_call
