@@ -2,7 +2,7 @@
 
 One reader serves three callers: the registry (the installed FastDeploy's source, at activation),
 `doctor --fd-src DIR` (a checkout), and `tools/extract_fd_facts.py` (the per-release fixtures in
-`patches/`). Facts are names, signatures and behavioural markers; never FastDeploy's code.
+`patches/releases/`). Facts are names, signatures and behavioural markers; never FastDeploy's code.
 
 Parameter notation (also used by the fixtures): "name" (no default), "name=" (has a default),
 "*name" / "**name" (variadics), "*" (start of keyword-only parameters when there is no *args).
@@ -10,10 +10,12 @@ Parameter notation (also used by the fixtures): "name" (no default), "name=" (ha
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Callable, Iterable
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class ClassFacts:
 class ModuleFacts:
     classes: dict[str, ClassFacts] = field(default_factory=dict)
     functions: dict[str, MethodFacts] = field(default_factory=dict)
-    # Behavioural markers a patch tells variants apart by, keyed "Class.method.marker" (see MARKERS).
+    # Behavioural markers a patch tells variants apart by, keyed "Class.member.marker" (see markers()).
     markers: dict[str, str] = field(default_factory=dict)
 
 
@@ -81,14 +83,320 @@ def module_facts(source: str) -> ModuleFacts:
     return ModuleFacts(classes, functions, markers(tree))
 
 
+# -- behavioural markers ---------------------------------------------------------------------------
+# Each reader looks at one FastDeploy method and names the variant a patch tells apart. A reader
+# says nothing when its class or method is absent. Keys: "Class.member.marker" (or "function.marker").
+
+_K = "num_speculative_tokens"
+_LOW_LATENCY_METHODS = ("low_latency_dispatch", "low_latency_combine",
+                        "low_latency_dispatch_two_stage", "low_latency_combine_two_stage")
+
+
+def _class(tree: ast.Module, name: str) -> ast.ClassDef | None:
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+
+
+def _method(tree: ast.Module, cls: str, name: str) -> ast.FunctionDef | None:
+    node = _class(tree, cls)
+    return None if node is None else next(
+        (n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+
+
+def _in_order(nodes: Iterable[ast.AST]) -> list:
+    return sorted(nodes, key=lambda n: (n.lineno, n.col_offset))
+
+
+def _calls(scope: ast.AST | list[ast.stmt], attr: str) -> list[ast.Call]:
+    """Calls of `<anything>.attr(...)` under `scope`, in source order."""
+    roots = scope if isinstance(scope, list) else [scope]
+    return _in_order(n for root in roots for n in ast.walk(root) if isinstance(n, ast.Call)
+                     and isinstance(n.func, ast.Attribute) and n.func.attr == attr)
+
+
+def _kwarg(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def _mentions(node: ast.AST, name: str) -> bool:
+    return any((isinstance(n, ast.Name) and n.id == name) or (isinstance(n, ast.Attribute) and n.attr == name)
+               for n in ast.walk(node))
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _assigned_before(func: ast.FunctionDef, name: str, line: int) -> ast.expr | None:
+    """The value last assigned to local `name` above `line` in `func` (one level of indirection)."""
+    found = [n for n in ast.walk(func) if isinstance(n, ast.Assign) and n.lineno < line
+             and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)]
+    return max(found, key=lambda n: n.lineno).value if found else None
+
+
+def _resolved(func: ast.FunctionDef, expr: ast.expr, line: int) -> ast.expr:
+    if isinstance(expr, ast.Name):
+        return _assigned_before(func, expr.id, line) or expr
+    return expr
+
+
+_SAFE_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Call,
+               ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.USub)
+
+
+def _formula(expr: ast.expr, size_var: str | None) -> Callable[[int, int], float] | None:
+    """`expr` as arithmetic of (size, k): the loop variable becomes size, any `...num_speculative_tokens` k.
+    None when it is anything else (then the marker says "other")."""
+
+    class _Substitute(ast.NodeTransformer):
+        def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+            return ast.Name("k", ast.Load()) if node.attr == _K else self.generic_visit(node)
+
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            return ast.Name("size", ast.Load()) if node.id == size_var else ast.Name("k", ast.Load()) \
+                if node.id == _K else node
+
+    body = ast.Expression(_Substitute().visit(copy.deepcopy(expr)))
+    for n in ast.walk(body):
+        if not isinstance(n, _SAFE_NODES) or (isinstance(n, ast.Name) and n.id not in ("size", "k", "int")) \
+                or (isinstance(n, ast.Call) and not (isinstance(n.func, ast.Name) and n.func.id == "int")) \
+                or (isinstance(n, ast.Constant) and not isinstance(n.value, int)):
+            return None
+    code = compile(ast.fix_missing_locations(body), "<fastdeploy marker>", "eval")
+    return lambda size, k: eval(code, {"__builtins__": {}}, {"int": int, "size": size, "k": k})  # noqa: S307
+
+
+def _classify(formula: Callable[[int, int], float] | None, shapes: dict[str, Callable[[int, int], float]],
+              samples: list[tuple[int, int]]) -> str:
+    if formula is None:
+        return "other"
+    for name, shape in shapes.items():
+        if all(formula(s, k) == shape(s, k) for s, k in samples):
+            return name
+    return "other"
+
+
+# k >= 2 in every sample: at k = 1, size/2 and size/(k+1) are the same number.
+_BATCH_SHAPES = {"size_over_2": lambda s, k: s / 2, "size_over_k_plus_1": lambda s, k: s // (k + 1),
+                 "size": lambda s, k: s}
+_BATCH_SAMPLES = [(12, 2), (24, 3), (30, 4)]
+_DECODE_SHAPES = {"1": lambda s, k: 1, "3": lambda s, k: 3, "2k+1": lambda s, k: 2 * k + 1,
+                  "(k+1)*2": lambda s, k: (k + 1) * 2, "k+1": lambda s, k: k + 1}
+_DECODE_SAMPLES = [(0, 2), (0, 3), (0, 5)]
+
+
+def _enclosing_loop_var(scope: list[ast.stmt], call: ast.Call) -> str | None:
+    loops = [n for root in scope for n in ast.walk(root) if isinstance(n, ast.For)
+             and isinstance(n.target, ast.Name) and any(c is call for c in ast.walk(n))]
+    return max(loops, key=lambda n: n.lineno).target.id if loops else None
+
+
+def _spec_methods(test: ast.expr) -> str:
+    """Which speculative methods take the branch: "mtp" (== "mtp"), "mtp,suffix" (SpecMethod.X in [...]), "any"."""
+    names = {n.value.lower() for n in ast.walk(test) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    names |= {n.attr.lower() for n in ast.walk(test) if isinstance(n, ast.Attribute)
+              and isinstance(n.value, ast.Name) and n.value.id == "SpecMethod"}
+    return ",".join(sorted(names)) or "any"
+
+
+def _capture_loop_markers(tree: ast.Module, cls: str) -> dict[str, str]:
+    """A runner's capture_model: does it capture graphs, and how does its speculative-decoding branch size them."""
+    func = _method(tree, cls, "capture_model")
+    if func is None:
+        return {}
+    key = f"{cls}.capture_model."
+    dummy_runs = _calls(func, "_dummy_run")
+    capturing = [c for c in dummy_runs if isinstance(_kwarg(c, "in_capturing"), ast.Constant)
+                 and _kwarg(c, "in_capturing").value is True]
+    texts = {n.value for n in ast.walk(func) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    out = {
+        key + "captures_graphs": _yes(bool(capturing)),
+        # a capture_prefill=True branch (cudagraph_only_prefill) the patch must leave to FastDeploy
+        key + "prefill_only_branch": _yes(any(_kwarg(c, "capture_prefill") is not None for c in dummy_runs)),
+        # FastDeploy re-raises OOM / illegal-address errors with operator hints; a replaced loop would drop them
+        key + "error_hints": ",".join(h for h, t in (("oom", "out of memory"), ("error700", "CUDA error(700)"))
+                                      if any(t in s for s in texts)) or "none",
+    }
+    branch = next((n for n in _in_order(n for n in ast.walk(func) if isinstance(n, ast.If))
+                   if _mentions(n.test, "speculative_decoding") or _mentions(n.test, "speculative_method")
+                   or _mentions(n.test, "spec_method")), None)
+    runs = _calls(branch.body, "_dummy_run") if branch is not None else []
+    if not runs:
+        return out | {key + "mtp_batch": "none", key + "mtp_decode_len": "none",
+                      key + "mtp_accept_all_drafts": "none", key + "mtp_methods": "none"}
+    first = runs[0]  # the target-model capture; 2.2.x/2.3 add draft-model passes after it
+    batch = _kwarg(first, "batch_size")
+    decode = _kwarg(first, "expected_decode_len")
+    accept = _kwarg(first, "accept_all_drafts")
+    size_var = _enclosing_loop_var(branch.body, first)
+    return out | {
+        key + "mtp_batch": _classify(batch is not None and _formula(batch, size_var) or None,
+                                     _BATCH_SHAPES, _BATCH_SAMPLES),
+        key + "mtp_decode_len": "1" if decode is None else _classify(
+            _formula(_resolved(func, decode, first.lineno), size_var), _DECODE_SHAPES, _DECODE_SAMPLES),
+        key + "mtp_accept_all_drafts": _yes(isinstance(accept, ast.Constant) and accept.value is True),
+        key + "mtp_methods": _spec_methods(branch.test),
+    }
+
+
+def _runner_markers(tree: ast.Module) -> dict[str, str]:
+    out = _capture_loop_markers(tree, "GPUModelRunner") | _capture_loop_markers(tree, "XPUModelRunner")
+    step = _method(tree, "GPUModelRunner", "initialize_forward_meta")
+    if step is not None:
+        # where the agreed MoE phase is written (the transition clean reads it back from there)
+        out |= _config_home(step, "GPUModelRunner.initialize_forward_meta.", ("moe_phase", "splitwise_role"))
+    return out
+
+
+def _config_home(func: ast.FunctionDef, key: str, attrs: tuple[str, ...]) -> dict[str, str]:
+    """For each attr: the config object it is read from first, e.g. moe_phase -> "model_config"."""
+    out = {}
+    for attr in attrs:
+        owners = [n.value.attr for n in _in_order(n for n in ast.walk(func) if isinstance(n, ast.Attribute))
+                  if n.attr == attr and isinstance(n.value, ast.Attribute)]
+        out[f"{key}{attr}_on"] = owners[0] if owners else "none"
+    return out
+
+
+def _config_markers(tree: ast.Module) -> dict[str, str]:
+    """Who scales capture sizes by k+1, and where the running-requests map is built."""
+    if _class(tree, "GraphOptimizationConfig") is None:
+        return {}
+    out: dict[str, str] = {}
+    init = _method(tree, "GraphOptimizationConfig", "init_with_cudagrpah_size")
+    if init is not None:
+        scaling = [n for n in ast.walk(init) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult)
+                   and _mentions(n, _K)]
+        # 2.6/develop: EVERY size (user-given too) times k+1, once; a flag stops later calls re-scaling
+        guards = {a.attr for n in ast.walk(init) if isinstance(n, ast.If) and any(s in list(ast.walk(n))
+                  for s in scaling) for a in ast.walk(n.test) if isinstance(a, ast.Attribute)
+                  and isinstance(a.value, ast.Name) and a.value.id == "self"}
+        set_true = {t.attr for n in ast.walk(init) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+                    and n.value.value is True for t in n.targets if isinstance(t, ast.Attribute)}
+        out["GraphOptimizationConfig.init_with_cudagrpah_size.scales_by_k_plus_1"] = _yes(bool(scaling))
+        out["GraphOptimizationConfig.init_with_cudagrpah_size.rescale_guard"] = \
+            ",".join(sorted(guards & set_true)) or "none"
+    if _method(tree, "GraphOptimizationConfig", "_set_cudagraph_sizes") is not None:
+        # 2.4/2.5: only FastDeploy's default ladder is scaled, by a factor FDConfig passes in
+        out["GraphOptimizationConfig._set_cudagraph_sizes.scales_by_k_plus_1"] = _yes(any(
+            _mentions(_resolved(func, kw.value, call.lineno), _K)
+            for func in ast.walk(tree) if isinstance(func, ast.FunctionDef)
+            for call in _calls(func, "_set_cudagraph_sizes") for kw in call.keywords))
+    builders = [f"{cls.name}.{func.name}" for cls in tree.body if isinstance(cls, ast.ClassDef)
+                for func in cls.body if isinstance(func, ast.FunctionDef)
+                for n in ast.walk(func) if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Attribute) and t.attr == "real_bsz_to_captured_size" for t in n.targets)
+                and not (isinstance(n.value, ast.Dict) and not n.value.keys)]
+    out["GraphOptimizationConfig.real_bsz_to_captured_size.built_in"] = ",".join(dict.fromkeys(builders)) or "none"
+    return out
+
+
+def _backend_markers(tree: ast.Module) -> dict[str, str]:
+    """CudaGraphPiecewiseBackend.__call__: how entries are keyed and what the static path is passed."""
+    call = _method(tree, "CudaGraphPiecewiseBackend", "__call__")
+    if call is None:
+        return {}
+    key = "CudaGraphPiecewiseBackend.__call__."
+    lookups = [c.args[0] for c in _calls(call, "get") if c.args and isinstance(c.func.value, ast.Attribute)
+               and c.func.value.attr == "concrete_size_entries"]
+    attrs = {n.attr for n in ast.walk(call) if isinstance(n, ast.Attribute)}
+    return {
+        key + "passes_is_decode": _yes(any(_kwarg(c, "is_decode") is not None
+                                           for c in _calls(call, "run_static_model"))),
+        key + "entry_key": "other" if not lookups else
+        "shape_and_mode" if isinstance(lookups[0], ast.Tuple) else "token",
+        key + "reads_real_bsz_to_captured_size": _yes("real_bsz_to_captured_size" in attrs),
+        key + "validates_decode_capture_order": _yes(bool(_calls(call, "_validate_decode_capture_order"))),
+        key + "output": "output_buffers" if "output_buffers" in attrs else
+        "output_buffer" if "output_buffer" in attrs else "other",
+        # capture runs on the current stream bracketed by device synchronizes (every real line)
+        key + "synchronizes_device": _yes(any(_dotted(c.func).endswith("device.synchronize")
+                                              for c in _calls(call, "synchronize"))),
+    }
+
+
+def _moe_markers(tree: ast.Module) -> dict[str, str]:
+    """MoEMethodBase.apply: FastDeploy's in-forward low-latency clean, its condition and its callee."""
+    apply = _method(tree, "MoEMethodBase", "apply")
+    if apply is None:
+        return {}
+    key = "MoEMethodBase.apply."
+    cleans = _calls(apply, "clean_low_latency_buffer")
+    conditions = [_resolved(apply, name, n.lineno) for n in ast.walk(apply) if isinstance(n, ast.If)
+                  and any(c in list(ast.walk(n)) for c in cleans) for name in ast.walk(n.test)
+                  if isinstance(name, (ast.Name, ast.Attribute, ast.Compare))]
+    condition = "none" if not cleans else \
+        "moe_layer_start_index" if any(_mentions(c, "moe_layer_start_index") for c in conditions) else \
+        "layer_idx_0" if any(_mentions(c, "layer_idx") for c in conditions) else "every_layer"
+    via = sorted({_dotted(c.func).removeprefix("self.") for c in cleans})
+    return {key + "inline_clean": condition, key + "inline_clean_via": ",".join(via) or "none"} | \
+        _config_home(apply, key, ("moe_phase", "splitwise_role"))
+
+
+def _ep_markers(tree: ast.Module) -> dict[str, str]:
+    """ep.py: receive hooks returned last by the engine; what the runners' clean calls; the manager's engine slot."""
+    out: dict[str, str] = {}
+    for name in _LOW_LATENCY_METHODS:
+        func = _method(tree, "DeepEPEngine", name)
+        if func is not None:
+            returns = [n.value for n in ast.walk(func) if isinstance(n, ast.Return) and n.value is not None]
+            out[f"DeepEPEngine.{name}.returns_hook_last"] = _yes(bool(returns) and all(
+                isinstance(r, ast.Tuple) and isinstance(r.elts[-1], ast.Name) and r.elts[-1].id.endswith("hook")
+                for r in returns))
+    clean = _method(tree, "EPRunner", "clean_low_latency_buffer")
+    if clean is not None:
+        out["EPRunner.clean_low_latency_buffer.calls"] = ",".join(
+            _dotted(c.func).removeprefix("self.") for c in _calls(clean, "clean_low_latency_buffer")) or "none"
+    set_engine = _method(tree, "DeepEPBufferManager", "set_engine")
+    if set_engine is not None:
+        out["DeepEPBufferManager.set_engine.stores"] = ",".join(
+            t.attr for n in ast.walk(set_engine) if isinstance(n, ast.Assign) for t in n.targets
+            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "cls") or "none"
+    return out
+
+
+def _plugin_markers(tree: ast.Module) -> dict[str, str]:
+    """fastdeploy/plugins: what an unset FD_PLUGINS loads (#4909 turned "all" into "none"), the entry-point group."""
+    out: dict[str, str] = {}
+    loader = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "load_plugins_by_group"), None)
+    if loader is not None:
+        allow = next((t.id for n in ast.walk(loader) if isinstance(n, ast.Assign) and _mentions(n.value, "FD_PLUGINS")
+                      for t in n.targets if isinstance(t, ast.Name)), None)
+        unset = next((n for n in ast.walk(loader) if isinstance(n, ast.If) and isinstance(n.test, ast.Compare)
+                      and isinstance(n.test.ops[0], ast.Is) and _mentions(n.test.left, allow or "FD_PLUGINS")
+                      and isinstance(n.test.comparators[0], ast.Constant) and n.test.comparators[0].value is None),
+                     None)
+        out["load_plugins_by_group.fd_plugins_unset"] = "other" if unset is None else \
+            "none" if any(isinstance(s, ast.Return) for s in unset.body) else "all"
+        by_name = any(isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.In) and isinstance(n.left, ast.Attribute)
+                      and n.left.attr == "name" and _mentions(n.comparators[0], allow or "FD_PLUGINS")
+                      for n in ast.walk(loader))
+        out["load_plugins_by_group.allowlist_matches"] = "entry_point_name" if by_name else "other"
+    group = next((n.value.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+                  and any(isinstance(t, ast.Name) and t.id == "PLUGINS_GROUP" for t in n.targets)), None)
+    if group is not None and any(isinstance(n, ast.FunctionDef) and n.name == "load_model_register_plugins"
+                                 for n in tree.body):
+        out["load_model_register_plugins.group"] = group
+    return out
+
+
+_MARKER_READERS: tuple[Callable[[ast.Module], dict[str, str]], ...] = (
+    _runner_markers, _config_markers, _backend_markers, _moe_markers, _ep_markers, _plugin_markers)
+
+
 def markers(tree: ast.Module) -> dict[str, str]:
-    """Behavioural markers of a module (filled in by the marker readers; empty until they exist)."""
-    return {}
+    """Behavioural markers of one module: every reader's findings (readers ignore modules without their class)."""
+    out: dict[str, str] = {}
+    for reader in _MARKER_READERS:
+        out |= reader(tree)
+    return out
 
 
 def module_path(root: Path, module: str) -> Path:
-    """Where `module` (dotted, e.g. fastdeploy.worker.gpu_model_runner) lives under a source tree's root."""
-    return root.joinpath(*module.split(".")).with_suffix(".py")
+    """Where `module` (dotted, e.g. fastdeploy.worker.gpu_model_runner) lives under a source tree's root:
+    `<module>.py`, or `<module>/__init__.py` for a package."""
+    base = root.joinpath(*module.split("."))
+    plain = base.with_suffix(".py")
+    return plain if plain.is_file() or not (base / "__init__.py").is_file() else base / "__init__.py"
 
 
 def tree_facts(root: Path, modules: list[str]) -> dict[str, ModuleFacts]:
@@ -120,3 +428,54 @@ def live_module_facts(module: ModuleType) -> ModuleFacts | None:
         return module_facts(Path(origin).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError):
         return None
+
+
+# Every FastDeploy module a patch touches or a marker describes (the per-release fixtures hold these).
+TARGET_MODULES: tuple[str, ...] = (
+    "fastdeploy.config",
+    "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend",
+    "fastdeploy.model_executor.layers.moe.ep",
+    "fastdeploy.model_executor.layers.moe.fused_moe_backend_base",
+    "fastdeploy.plugins.model_register",
+    "fastdeploy.plugins.utils",
+    "fastdeploy.spec_decode.mtp",
+    "fastdeploy.worker.gpu_model_runner",
+    "fastdeploy.worker.model_runner_base",
+    "fastdeploy.worker.xpu_model_runner",
+)
+
+
+def _method_json(facts: MethodFacts) -> dict:
+    return {"params": list(facts.params), "decorators": list(facts.decorators)}
+
+
+def facts_to_json(facts: dict[str, ModuleFacts]) -> dict:
+    """{module: facts} as plain JSON data (sorted keys, lists for tuples); facts_from_json inverts it."""
+    return {module: {
+        "classes": {name: {"bases": list(c.bases), "decorators": list(c.decorators),
+                           "methods": {method: _method_json(f) for method, f in sorted(c.methods.items())}}
+                    for name, c in sorted(mod.classes.items())},
+        "functions": {name: _method_json(f) for name, f in sorted(mod.functions.items())},
+        "markers": dict(sorted(mod.markers.items())),
+    } for module, mod in sorted(facts.items())}
+
+
+def _method_from_json(raw: dict) -> MethodFacts:
+    return MethodFacts(tuple(raw["params"]), tuple(raw.get("decorators", ())))
+
+
+def facts_from_json(data: dict) -> dict[str, ModuleFacts]:
+    """The inverse of facts_to_json; a malformed entry raises ValueError naming the module and key."""
+    out = {}
+    for module, raw in data.items():
+        try:
+            classes = {name: ClassFacts(tuple(c["bases"]), tuple(c.get("decorators", ())),
+                                        {m: _method_from_json(f) for m, f in c["methods"].items()})
+                       for name, c in raw["classes"].items()}
+            functions = {name: _method_from_json(f) for name, f in raw["functions"].items()}
+            out[module] = ModuleFacts(classes, functions, dict(raw["markers"]))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"FastDeploy facts for {module} are malformed ({type(error).__name__}: {error}); "
+                             f"regenerate them with tools/extract_fd_facts.py") from None
+    return out
+
