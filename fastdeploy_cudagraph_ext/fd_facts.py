@@ -29,6 +29,8 @@ class ClassFacts:
     bases: tuple[str, ...]  # as written: "ModelRunnerBase", "nn.Layer"
     decorators: tuple[str, ...] = ()
     methods: dict[str, MethodFacts] = field(default_factory=dict)
+    # names the class body or its methods assign (`x = ...`, `self.x = ...`, `cls.x = ...`), sorted
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,16 @@ def _function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> MethodFacts:
     return MethodFacts(params_of(node.args), tuple(_dotted(d) for d in node.decorator_list))
 
 
+def _attributes(node: ast.ClassDef) -> tuple[str, ...]:
+    targets = [t for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+               for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+    names = {t.attr for target in targets for t in ast.walk(target) if isinstance(t, ast.Attribute)
+             and isinstance(t.value, ast.Name) and t.value.id in ("self", "cls")}
+    names |= {t.id for n in node.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+              for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    return tuple(sorted(names))
+
+
 def module_facts(source: str) -> ModuleFacts:
     """Classes (bases, decorators, methods), top-level functions and markers of one module's source."""
     tree = ast.parse(source)
@@ -77,7 +89,8 @@ def module_facts(source: str) -> ModuleFacts:
         if isinstance(node, ast.ClassDef):
             methods = {n.name: _function(n) for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
             classes[node.name] = ClassFacts(tuple(_dotted(b) for b in node.bases),
-                                            tuple(_dotted(d) for d in node.decorator_list), methods)
+                                            tuple(_dotted(d) for d in node.decorator_list), methods,
+                                            _attributes(node))
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             functions[node.name] = _function(node)
     return ModuleFacts(classes, functions, markers(tree))
@@ -453,7 +466,8 @@ def facts_to_json(facts: dict[str, ModuleFacts]) -> dict:
     """{module: facts} as plain JSON data (sorted keys, lists for tuples); facts_from_json inverts it."""
     return {module: {
         "classes": {name: {"bases": list(c.bases), "decorators": list(c.decorators),
-                           "methods": {method: _method_json(f) for method, f in sorted(c.methods.items())}}
+                           "methods": {method: _method_json(f) for method, f in sorted(c.methods.items())},
+                           "attributes": list(c.attributes)}
                     for name, c in sorted(mod.classes.items())},
         "functions": {name: _method_json(f) for name, f in sorted(mod.functions.items())},
         "markers": dict(sorted(mod.markers.items())),
@@ -470,7 +484,8 @@ def facts_from_json(data: dict) -> dict[str, ModuleFacts]:
     for module, raw in data.items():
         try:
             classes = {name: ClassFacts(tuple(c["bases"]), tuple(c.get("decorators", ())),
-                                        {m: _method_from_json(f) for m, f in c["methods"].items()})
+                                        {m: _method_from_json(f) for m, f in c["methods"].items()},
+                                        tuple(c.get("attributes", ())))
                        for name, c in raw["classes"].items()}
             functions = {name: _method_from_json(f) for name, f in raw["functions"].items()}
             out[module] = ModuleFacts(classes, functions, dict(raw["markers"]))

@@ -56,6 +56,23 @@ def test_reader_records_bases_decorators_and_parameter_notation():
     assert got.functions == {"helper": MethodFacts(("x", "y="))}
 
 
+def test_reader_records_attributes_the_class_assigns():
+    got = facts("""
+        class Manager:
+            _engine: Optional[int] = None
+            limit = 3
+            @classmethod
+            def set_engine(cls, engine):
+                cls._engine = engine
+            def __init__(self, cfg):
+                self.cfg, self.sizes = cfg, []
+                self.count += 1
+                local = cfg.other
+                cfg.not_ours = 1
+    """)
+    assert got.classes["Manager"].attributes == ("_engine", "cfg", "count", "limit", "sizes")
+
+
 def test_module_path_and_tree_facts_find_plain_modules_and_packages(tmp_path):
     (tmp_path / "fastdeploy" / "plugins" / "model_register").mkdir(parents=True)
     (tmp_path / "fastdeploy" / "config.py").write_text("class GraphOptimizationConfig:\n    pass\n")
@@ -357,7 +374,7 @@ def test_modules_without_marked_classes_have_no_markers():
 
 def test_json_round_trip_is_exact():
     original = {"fastdeploy.worker.gpu_model_runner": facts(K_PLUS_1),
-                "fastdeploy.x": ModuleFacts({"A": ClassFacts(("B",), ("d",), {"m": MethodFacts(("self", "*", "k="))})},
+                "fastdeploy.x": ModuleFacts({"A": ClassFacts(("B",), ("d",), {"m": MethodFacts(("self", "*", "k="))}, ("x", "y"))},
                                             {"f": MethodFacts(("*args", "**kw"), ("cache",))}, {"A.m.k": "v"})}
     text = json.dumps(facts_to_json(original))
     assert facts_from_json(json.loads(text)) == original
