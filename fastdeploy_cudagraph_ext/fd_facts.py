@@ -182,8 +182,12 @@ def _classify(formula: Callable[[int, int], float] | None, shapes: dict[str, Cal
               samples: list[tuple[int, int]]) -> str:
     if formula is None:
         return "other"
+    try:
+        values = [formula(s, k) for s, k in samples]
+    except ArithmeticError:  # e.g. size / (k - 2): not a shape we know
+        return "other"
     for name, shape in shapes.items():
-        if all(formula(s, k) == shape(s, k) for s, k in samples):
+        if values == [shape(s, k) for s, k in samples]:
             return name
     return "other"
 
@@ -397,10 +401,16 @@ _MARKER_READERS: tuple[Callable[[ast.Module], dict[str, str]], ...] = (
 
 
 def markers(tree: ast.Module) -> dict[str, str]:
-    """Behavioural markers of one module: every reader's findings (readers ignore modules without their class)."""
+    """Behavioural markers of one module: every reader's findings (readers ignore modules without their class).
+
+    A reader that cannot follow some unforeseen code says so under "unreadable.<reader>" instead of
+    failing activation; its markers are then missing, which a contract that needs them reports."""
     out: dict[str, str] = {}
     for reader in _MARKER_READERS:
-        out |= reader(tree)
+        try:
+            out |= reader(tree)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+            out[f"unreadable.{reader.__name__.strip('_')}"] = f"{type(error).__name__}: {error}"
     return out
 
 

@@ -366,6 +366,29 @@ def test_plugin_markers(body, expected):
     }
 
 
+def test_a_reader_that_cannot_follow_the_code_says_so_and_the_others_still_report(monkeypatch):
+    import fastdeploy_cudagraph_ext.fd_facts as fd_facts
+
+    def _broken_markers(tree):
+        raise AttributeError("'Call' object has no attribute 'id'")
+
+    monkeypatch.setattr(fd_facts, "_MARKER_READERS", (_broken_markers, *fd_facts._MARKER_READERS))
+    got = facts(_loader("return {}")).markers
+    assert got["unreadable.broken_markers"] == "AttributeError: 'Call' object has no attribute 'id'"
+    assert got["load_plugins_by_group.fd_plugins_unset"] == "none"
+
+
+def test_a_formula_that_divides_by_zero_is_other():
+    got = marks("""
+        class GPUModelRunner:
+            def capture_model(self):
+                if self.speculative_decoding:
+                    for cap in self.sizes:
+                        self._dummy_run(batch_size=int(cap / (self.spec.num_speculative_tokens - 2)), in_capturing=True)
+    """, GPU)
+    assert got["mtp_batch"] == "other"
+
+
 def test_modules_without_marked_classes_have_no_markers():
     assert facts("class Unrelated:\n    def capture_model(self): pass\n").markers == {}
 
