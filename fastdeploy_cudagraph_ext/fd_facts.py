@@ -246,8 +246,9 @@ def _capture_loop_markers(tree: ast.Module, cls: str) -> dict[str, str]:
     accept = _kwarg(first, "accept_all_drafts")
     size_var = _enclosing_loop_var(branch.body, first)
     return out | {
-        key + "mtp_batch": _classify(batch is not None and _formula(batch, size_var) or None,
-                                     _BATCH_SHAPES, _BATCH_SAMPLES),
+        key + "mtp_batch": _classify(None if batch is None else _formula(batch, size_var), _BATCH_SHAPES,
+                                     _BATCH_SAMPLES),
+        # not passed: _dummy_run's own default, 1 on every line
         key + "mtp_decode_len": "1" if decode is None else _classify(
             _formula(_resolved(func, decode, first.lineno), size_var), _DECODE_SHAPES, _DECODE_SAMPLES),
         key + "mtp_accept_all_drafts": _yes(isinstance(accept, ast.Constant) and accept.value is True),
