@@ -37,8 +37,16 @@ class ConfigError(ValueError):
 
 
 def _unknown(section: str, keys: list[str], known: frozenset[str] | tuple[str, ...]) -> PydanticCustomError:
-    found = [[key, (difflib.get_close_matches(key.replace("_", "-"), known, 1, 0.6)
-                    or difflib.get_close_matches(key.replace("-", "_"), known, 1, 0.6) or [""])[0]] for key in keys]
+    def nearest(key: str) -> str:
+        folded = {k.upper(): k for k in known}  # environment names differ from a typo often only in case
+        for guess in (key.upper(), key.replace("_", "-"), key.replace("-", "_")):
+            if guess in folded and folded[guess] != key:
+                return folded[guess]
+        found = (difflib.get_close_matches(key.replace("_", "-"), known, 1, 0.6)
+                 or difflib.get_close_matches(key.replace("-", "_"), known, 1, 0.6))
+        return found[0] if found else ""
+
+    found = [[key, nearest(key)] for key in keys]
     return PydanticCustomError("unknown_keys", "unknown keys", {"section": section, "keys": found})
 
 
@@ -144,6 +152,15 @@ class Launch(_Section):
 
 class ModelConfigJson(_Section):
     """Values of the model's config.json that shape capture (FastDeploy reads them from there, not from flags)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                raise _unknown("model_config", unknown, tuple(cls.model_fields))
+        return data
 
     num_max_dispatch_tokens_per_rank: int | None = Field(
         None, ge=1, description="DeepEP's low-latency token cap per rank (FastDeploy's default 128 when absent)")
