@@ -18,6 +18,12 @@ def edited(where: str, update: dict) -> dict:
     return config
 
 
+def without_fd_plugins() -> dict:
+    config = copy.deepcopy(BASE)
+    del config["environment"]["FD_PLUGINS"]
+    return config
+
+
 WRONG = [
     ('launch', {'max-num-seqs': 'sixty-four'},
      'launch.max-num-seqs is "sixty-four": expected a whole number (a JSON integer, not a string, decimal or boolean). Fix: write it as 64'),
@@ -76,6 +82,16 @@ WRONG = [
     ('model_config', {'num_max_dispatch_tokens': 256},
      'model_config.num_max_dispatch_tokens is not a known key (did you mean "num_max_dispatch_tokens_per_rank"?). Fix: rename it to "num_max_dispatch_tokens_per_rank"; see docs/deployment-config.md'),
 ]
+
+
+def test_plugin_on_without_fd_plugins_is_an_error(tmp_path, capsys):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(without_fd_plugins()))
+    assert cli.main(["plan", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"deployment config x.json: {NO_PLUGINS}\n"
+
+
+NO_PLUGINS = 'environment.FD_PLUGINS is unset: expected a comma-separated list that names fastdeploy_cudagraph_ext. FastDeploy 2.4 and later load no plugin when FD_PLUGINS is unset (#4909) and every FastDeploy loads only the plugins listed. Fix: "FD_PLUGINS": "fastdeploy_cudagraph_ext" (add your other plugins, comma-separated)'
 
 
 @pytest.mark.parametrize("where, update, message", WRONG)
