@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from dataclasses import asdict
 
@@ -160,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:  # the main job: plan the default bundled deployment
         args = parser.parse_args(["plan", *(argv or [])])
-    return args.func(args)
+    logging.getLogger("fastdeploy_cudagraph_ext").addHandler(logging.NullHandler())  # warnings are in the report
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

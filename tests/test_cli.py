@@ -133,3 +133,11 @@ def test_ten_thousand_sizes_plan_with_a_warning(tmp_path, capsys):
     assert cli.main(["plan", "--config", write(tmp_path, config)]) == 0
     out = capsys.readouterr().out
     assert "plan OK: 10000 decode graphs" in out and "warning: 10000 decode graphs" in out
+
+
+def test_output_piped_into_head_ends_quietly():
+    import subprocess
+    import sys
+    result = subprocess.run(f"{sys.executable} -m fastdeploy_cudagraph_ext.cli plan --schema | head -1", shell=True,
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.stdout == "{\n" and "Traceback" not in result.stderr
