@@ -1,6 +1,6 @@
 """Deployment configs: the FastDeploy server flags an operator launches with (FastDeploy's own spellings), the
 model config.json values and the environment that shape graph capture. Typed with pydantic; every mistake
-becomes one paragraph naming the field, the bad value, what is expected and the fix (docs/deployment-config.md)."""
+becomes one paragraph naming the field, the bad value, what is expected and the fix (plan --schema or docs/deployment-config.md in the project)."""
 from __future__ import annotations
 
 import difflib
@@ -347,7 +347,7 @@ def _translate(error: dict) -> list[str]:
             where = f"{ctx['section']}.{key}" if ctx["section"] else key
             hint = RENAMED.get(key) or (f"did you mean \"{nearest}\"?" if nearest else "no such key")
             fix = f"rename it to \"{nearest}\"" if nearest and key not in RENAMED else "remove it"
-            out.append(f"{where} is not a known key ({hint}). Fix: {fix}; see docs/deployment-config.md")
+            out.append(f"{where} is not a known key ({hint}). Fix: {fix}; see plan --schema or docs/deployment-config.md in the project")
         return out
     if kind == "switch_flag":
         return [f"{path}.{ctx['key']} is {_shown(ctx['value'])}: expected true or false (--{ctx['key']} takes no "
@@ -368,7 +368,7 @@ def _translate(error: dict) -> list[str]:
         what = {"launch": "the FastDeploy server flags (an object)", "launch.model": "the model FastDeploy serves "
                 "(its --model: a path or name)", "launch.speculative-config.method": "the speculative method, e.g. "
                 "\"mtp\""}.get(path, "a value")
-        return [f"{path} is missing: expected {what}. Fix: add it (see docs/deployment-config.md)"]
+        return [f"{path} is missing: expected {what}. Fix: add it (see plan --schema or docs/deployment-config.md in the project)"]
     if kind in ("greater_than_equal", "less_than_equal", "too_short", "string_too_short"):
         bound = {"greater_than_equal": f"at least {ctx.get('ge')}", "less_than_equal": f"at most {ctx.get('le')}",
                  "too_short": "not empty", "string_too_short": "not empty"}[kind]
@@ -379,7 +379,7 @@ def _translate(error: dict) -> list[str]:
         return [f"{path} is {_shown(value)}: expected one of {ctx.get('expected')}. Fix: use one of those"]
     if path == "the file":
         return [f"the file holds {_shown(value)}: expected a JSON object with \"launch\". Fix: see the bundled "
-                f"configs (plan --list) and docs/deployment-config.md"]
+                f"configs (plan --list) and plan --schema or docs/deployment-config.md in the project"]
     if path.startswith("environment."):
         return [f"{path} is {_shown(value)}: expected a string (environment values are text). Fix: quote it, "
                 f"e.g. \"1\""]
@@ -403,7 +403,7 @@ def parse(source: str, data: bytes) -> DeploymentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(source, [f"the file holds {_shown(raw)}: expected a JSON object with \"launch\" (and "
                                    f"optionally \"model_config\", \"environment\", \"description\"). Fix: see "
-                                   f"docs/deployment-config.md or a bundled config (plan --list)"])
+                                   f"plan --schema or docs/deployment-config.md in the project or a bundled config (plan --list)"])
     try:
         config = DeploymentConfig.model_validate(raw)
     except ValidationError as error:

@@ -73,7 +73,10 @@ class DoctorReport:
         failures = self.failures()
         if not failures:
             return f"{self.subject} would start with the plugin"
-        return f"{self.subject} would refuse: " + "; ".join(f"{f.check}: {f.text}" for f in failures)
+        if len(failures) == 1:
+            return f"{self.subject} would refuse: {failures[0].check}: {failures[0].text}"
+        return (f"{self.subject} would refuse: {len(failures)} problems ("
+                + ", ".join(dict.fromkeys(f.check for f in failures)) + "), each in a FAIL line above")
 
     def exit_code(self) -> int:
         return 1 if self.failures() else 0

@@ -52,7 +52,7 @@ WRONG = [
     ('environment', {'FD_CUDAGRAPH_EXT': 'maybe'},
      'environment.FD_CUDAGRAPH_EXT is "maybe": expected 1/true/yes/on to enable, 0/false/no/off to disable (the plugin refuses anything else at start-up). Fix: "FD_CUDAGRAPH_EXT": "1"'),
     ('launch', {'max_num_seqs': 64},
-     'launch.max_num_seqs is not a known key (did you mean "max-num-seqs"?). Fix: rename it to "max-num-seqs"; see docs/deployment-config.md'),
+     'launch.max_num_seqs is not a known key (did you mean "max-num-seqs"?). Fix: rename it to "max-num-seqs"; see plan --schema or docs/deployment-config.md in the project'),
     ('environment', {'FD_CUDAGRAPH_EXT': True},
      'environment.FD_CUDAGRAPH_EXT is true: expected a string (environment values are text). Fix: quote it, e.g. "1"'),
     ('launch', {'enable-expert-parallel': 'true'},
@@ -60,15 +60,15 @@ WRONG = [
     ('spec', {'num_speculative_tokens': 6},
      "launch.speculative-config.num_speculative_tokens is 6: expected 1..5 (FastDeploy's range). Fix: change the value"),
     ('spec', {'num_speculative_token': 2},
-     'launch.speculative-config.num_speculative_token is not a known key (did you mean "num_speculative_tokens"?). Fix: rename it to "num_speculative_tokens"; see docs/deployment-config.md'),
+     'launch.speculative-config.num_speculative_token is not a known key (did you mean "num_speculative_tokens"?). Fix: rename it to "num_speculative_tokens"; see plan --schema or docs/deployment-config.md in the project'),
     ('top', {'nnodes': 2},
-     'nnodes is not a known key (the node count comes from launch.ips (one IP per node), as in FastDeploy). Fix: remove it; see docs/deployment-config.md'),
+     'nnodes is not a known key (the node count comes from launch.ips (one IP per node), as in FastDeploy). Fix: remove it; see plan --schema or docs/deployment-config.md in the project'),
     ('launch', {'splitwise-role': 'both'},
      'launch.splitwise-role is "both": expected one of \'mixed\', \'prefill\' or \'decode\'. Fix: use one of those'),
     ('environment', {'FD_CUDAGRAPH_EXTT': '1'},
-     'environment.FD_CUDAGRAPH_EXTT is not a known key (did you mean "FD_CUDAGRAPH_EXT"?). Fix: rename it to "FD_CUDAGRAPH_EXT"; see docs/deployment-config.md'),
+     'environment.FD_CUDAGRAPH_EXTT is not a known key (did you mean "FD_CUDAGRAPH_EXT"?). Fix: rename it to "FD_CUDAGRAPH_EXT"; see plan --schema or docs/deployment-config.md in the project'),
     ('environment', {'fd_plugins': 'x'},
-     'environment.fd_plugins is not a known key (did you mean "FD_PLUGINS"?). Fix: rename it to "FD_PLUGINS"; see docs/deployment-config.md'),
+     'environment.fd_plugins is not a known key (did you mean "FD_PLUGINS"?). Fix: rename it to "FD_PLUGINS"; see plan --schema or docs/deployment-config.md in the project'),
     ('launch', {'data-parallel-size': 16},
      'launch.ips is null: tensor-parallel-size*data-parallel-size = 16 ranks need 2 nodes of 8 GPUs, and FastDeploy asserts one IP per node. Fix: "ips": ["<node0 IP>", "<node1 IP>"] (node 0 first)'),
     ('launch', {'max-num-seqs': True},
@@ -78,9 +78,9 @@ WRONG = [
     ('launch', {'max-num-seqs': 64.0},
      'launch.max-num-seqs is 64.0: expected a whole number (a JSON integer, not a string, decimal or boolean). Fix: write it as 64'),
     ('launch', {'enable-prefix-cache': True},
-     'launch.enable-prefix-cache is not a known key (did you mean "enable-prefix-caching"?). Fix: rename it to "enable-prefix-caching"; see docs/deployment-config.md'),
+     'launch.enable-prefix-cache is not a known key (did you mean "enable-prefix-caching"?). Fix: rename it to "enable-prefix-caching"; see plan --schema or docs/deployment-config.md in the project'),
     ('model_config', {'num_max_dispatch_tokens': 256},
-     'model_config.num_max_dispatch_tokens is not a known key (did you mean "num_max_dispatch_tokens_per_rank"?). Fix: rename it to "num_max_dispatch_tokens_per_rank"; see docs/deployment-config.md'),
+     'model_config.num_max_dispatch_tokens is not a known key (did you mean "num_max_dispatch_tokens_per_rank"?). Fix: rename it to "num_max_dispatch_tokens_per_rank"; see plan --schema or docs/deployment-config.md in the project'),
 ]
 
 
@@ -106,11 +106,11 @@ def test_wrong_field_gives_one_exact_paragraph(where, update, message, tmp_path,
 
 
 WHOLE_FILE = {
-    "[]": "the file holds []: expected a JSON object with \"launch\" (and optionally \"model_config\", \"environment\", \"description\"). Fix: see docs/deployment-config.md or a bundled config (plan --list)",
-    "null": "the file holds null: expected a JSON object with \"launch\" (and optionally \"model_config\", \"environment\", \"description\"). Fix: see docs/deployment-config.md or a bundled config (plan --list)",
-    "\"x\"": "the file holds \"x\": expected a JSON object with \"launch\" (and optionally \"model_config\", \"environment\", \"description\"). Fix: see docs/deployment-config.md or a bundled config (plan --list)",
+    "[]": "the file holds []: expected a JSON object with \"launch\" (and optionally \"model_config\", \"environment\", \"description\"). Fix: see plan --schema or docs/deployment-config.md in the project or a bundled config (plan --list)",
+    "null": "the file holds null: expected a JSON object with \"launch\" (and optionally \"model_config\", \"environment\", \"description\"). Fix: see plan --schema or docs/deployment-config.md in the project or a bundled config (plan --list)",
+    "\"x\"": "the file holds \"x\": expected a JSON object with \"launch\" (and optionally \"model_config\", \"environment\", \"description\"). Fix: see plan --schema or docs/deployment-config.md in the project or a bundled config (plan --list)",
     "{\"launch\": {": "the file is not JSON (Expecting property name enclosed in double quotes at line 1, column 13): expected a JSON object. Fix: correct the JSON there",
-    "{\"launch\": {}}": "launch.model is missing: expected the model FastDeploy serves (its --model: a path or name). Fix: add it (see docs/deployment-config.md)"
+    "{\"launch\": {}}": "launch.model is missing: expected the model FastDeploy serves (its --model: a path or name). Fix: add it (see plan --schema or docs/deployment-config.md in the project)"
 }
 
 
