@@ -102,7 +102,7 @@ class SpeculativeConfig(_Section):
         return data
 
 
-FlagValue = bool | int | float | str | list[str | int]
+FlagValue = bool | int | float | str | list[str | int] | dict[str, Any]  # FastDeploy flags passed through
 
 
 class Launch(_Section):
@@ -110,6 +110,7 @@ class Launch(_Section):
     here are checked against FastDeploy's flag names and passed through."""
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True, populate_by_name=False)
+    __pydantic_extra__: dict[str, FlagValue]
     model: str = Field(min_length=1, description="the model FastDeploy serves (--model)")
     max_num_seqs: int = Field(8, ge=1, alias="max-num-seqs", description="requests per engine (FastDeploy default 8)")
     max_num_batched_tokens: int | None = Field(None, ge=1, alias="max-num-batched-tokens")
@@ -133,6 +134,8 @@ class Launch(_Section):
             for key, value in data.items():
                 if key in fastdeploy_cli.SWITCH_FLAGS and not isinstance(value, bool):
                     raise PydanticCustomError("switch_flag", "switch", {"key": key, "value": value})
+                if key not in fastdeploy_cli.SWITCH_FLAGS and isinstance(value, bool):
+                    raise PydanticCustomError("value_flag", "value", {"key": key, "value": value})
         return data
 
     @field_validator("graph_optimization_config", "speculative_config", mode="before")
@@ -341,6 +344,11 @@ def _translate(error: dict) -> list[str]:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in (
         "str", "int", "bool", "float", "list[union[str,int]]", "GraphOptimizationConfig", "SpeculativeConfig"))))
     path = _path(loc)
+    modelled = {f.alias or name for name, f in Launch.model_fields.items()}
+    if len(loc) >= 2 and loc[0] == "launch" and loc[1] not in modelled:
+        return [f"launch.{loc[1]} is {_shown(error['input'] if len(loc) == 2 else value)}: expected what FastDeploy's "
+                f"--{loc[1]} takes: a string, a number, a list of strings or whole numbers, or an object. Fix: write the "
+                f"value as on FastDeploy's command line"]
     if kind == "unknown_keys":
         out = []
         for key, nearest in ctx["keys"]:
@@ -352,6 +360,9 @@ def _translate(error: dict) -> list[str]:
     if kind == "switch_flag":
         return [f"{path}.{ctx['key']} is {_shown(ctx['value'])}: expected true or false (--{ctx['key']} takes no "
                 f"value). Fix: \"{ctx['key']}\": true"]
+    if kind == "value_flag":
+        return [f"{path}.{ctx['key']} is {_shown(ctx['value'])}: expected a value (--{ctx['key']} is not a switch). "
+                f"Fix: write the value FastDeploy's --{ctx['key']} takes"]
     if kind == "json_string":
         return [f"{path} is a string that is not JSON ({ctx['error']}): expected an object, or a JSON string of "
                 f"one as FastDeploy's command line takes it. Fix: write it as an object, e.g. {{\"use_cudagraph\": true}}"]

@@ -128,3 +128,17 @@ def test_non_utf8_file(tmp_path, capsys):
     assert cli.main(["plan", "--config", str(path)]) == 2
     assert capsys.readouterr().err == ("deployment config x.json: the file is not UTF-8 text (byte 12): expected a JSON "
                                         "file. Fix: save it as UTF-8\n")
+
+
+@pytest.mark.parametrize("update, message", [
+    ({"quantization": None}, "launch.quantization is null: expected what FastDeploy's --quantization takes: a string, "
+                             "a number, a list of strings or whole numbers, or an object. Fix: write the value as on "
+                             "FastDeploy's command line"),
+    ({"port": True}, "launch.port is true: expected a value (--port is not a switch). Fix: write the value "
+                     "FastDeploy's --port takes"),
+])
+def test_passed_through_flags_are_checked_too(update, message, tmp_path, capsys):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(edited("launch", update)))
+    assert cli.main(["plan", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"deployment config x.json: {message}\n"
