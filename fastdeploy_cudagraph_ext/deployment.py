@@ -134,7 +134,8 @@ class Launch(_Section):
             for key, value in data.items():
                 if key in fastdeploy_cli.SWITCH_FLAGS and not isinstance(value, bool):
                     raise PydanticCustomError("switch_flag", "switch", {"key": key, "value": value})
-                if key not in fastdeploy_cli.SWITCH_FLAGS and isinstance(value, bool):
+                modelled = key in {f.alias or name for name, f in cls.model_fields.items()}
+                if not modelled and key not in fastdeploy_cli.SWITCH_FLAGS and isinstance(value, bool):
                     raise PydanticCustomError("value_flag", "value", {"key": key, "value": value})
         return data
 
