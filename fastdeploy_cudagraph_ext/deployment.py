@@ -331,19 +331,16 @@ _KIND = {  # pydantic error type -> (what is expected, how to write it)
 def _path(loc: tuple) -> str:
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("str", "int", "function-after[_environment(), dict[str,union[str,int]]]"):
-            continue  # pydantic's union-branch markers
-        else:
-            out += ("." if out else "") + str(part)
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
     return out or "the file"
 
 
 def _translate(error: dict) -> list[str]:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    # drop pydantic's validator and union-branch markers from the location: only the user's keys remain
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in (
-        "str", "int", "bool", "float", "list[union[str,int]]", "GraphOptimizationConfig", "SpeculativeConfig"))))
+        "str", "int", "bool", "float", "list[union[str,int]]", "dict[str,any]", "GraphOptimizationConfig",
+        "SpeculativeConfig"))))
     path = _path(loc)
     modelled = {f.alias or name for name, f in Launch.model_fields.items()}
     if len(loc) >= 2 and loc[0] == "launch" and loc[1] not in modelled:
