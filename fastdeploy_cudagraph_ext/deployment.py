@@ -88,7 +88,9 @@ class SpeculativeConfig(_Section):
     """FastDeploy's --speculative-config; keys not listed here pass through to FastDeploy unchanged."""
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
-    method: str = Field(description='"mtp" for MTP (other methods capture no MTP-sized graphs)')
+    # 2.3 accepts mtp/ngram_match (hybrid_mtp_ngram named in its comments), 2.6 naive/mtp/ngram/suffix
+    method: Literal["mtp", "ngram_match", "hybrid_mtp_ngram", "naive", "ngram", "suffix"] = Field(
+        description='"mtp" for MTP (the only method whose graphs are sized as multiples of k+1)')
     num_speculative_tokens: int = Field(1, ge=1, le=5, description="k: draft tokens per step (FastDeploy: 1..5)")
     model: str | None = Field(None, description="the MTP draft model's path")
 
@@ -214,7 +216,7 @@ class DeploymentConfig(_Section):
 
     def speculative_tokens(self) -> int:
         spec = self.launch.speculative_config
-        return spec.num_speculative_tokens if spec is not None and spec.method.lower() == "mtp" else 0
+        return spec.num_speculative_tokens if spec is not None and spec.method == "mtp" else 0
 
     def nnodes(self) -> int:
         return len(self.launch.ips) if self.launch.ips else 1

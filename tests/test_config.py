@@ -130,6 +130,15 @@ def test_non_utf8_file(tmp_path, capsys):
                                         "file. Fix: save it as UTF-8\n")
 
 
+def test_misspelled_speculative_method_is_not_silently_no_mtp(tmp_path, capsys):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(edited("spec", {"method": "MTP"})))
+    assert cli.main(["plan", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        "deployment config x.json: launch.speculative-config.method is \"MTP\": expected one of 'mtp', "
+        "'ngram_match', 'hybrid_mtp_ngram', 'naive', 'ngram' or 'suffix'. Fix: use one of those\n")
+
+
 @pytest.mark.parametrize("update, message", [
     ({"quantization": None}, "launch.quantization is null: expected what FastDeploy's --quantization takes: a string, "
                              "a number, a list of strings or whole numbers, or an object. Fix: write the value as on "
