@@ -9,7 +9,7 @@ import math
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -121,7 +121,8 @@ class Launch(_Section):
     enable_expert_parallel: bool = Field(False, alias="enable-expert-parallel")
     use_internode_ll_two_stage: bool = Field(False, alias="use-internode-ll-two-stage")
     splitwise_role: Literal["mixed", "prefill", "decode"] = Field("mixed", alias="splitwise-role")
-    ips: list[str] | None = Field(None, description="one IP per node, node 0 first (--ips a,b); omit on one node")
+    ips: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="one IP per node, node 0 first (--ips a,b); omit on one node")
     graph_optimization_config: GraphOptimizationConfig = Field(
         default_factory=GraphOptimizationConfig, alias="graph-optimization-config")
     speculative_config: SpeculativeConfig | None = Field(None, alias="speculative-config")
