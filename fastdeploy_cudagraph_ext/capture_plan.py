@@ -46,7 +46,7 @@ class PlanInputs:
     internode: bool = False
     nvshmem_qp_depth: int | None = None  # None: DeepEP's default
     round_sizes: bool = False  # opt-in: round sizes that are not multiples of k+1
-    drop_oversize: bool = False  # opt-in: drop sizes over the DeepEP cap
+    drop_oversize: bool = False  # FD_CUDAGRAPH_EXT_DROP_OVERSIZE: only named in the refusal (cannot help)
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,23 @@ class SizeVerdict:
     requested: int
     size: int | None  # what will be captured (after opt-in rounding); None: not captured
     problem: str = ""  # fatal
-    note: str = ""  # warning (rounded, dropped)
+    note: str = ""  # warning (rounded)
+
+
+def _cap_problem(inputs: PlanInputs, upper: int) -> str:
+    cap = inputs.max_dispatch_tokens_per_rank
+    step = inputs.num_speculative_tokens + 1
+    sizes = "your cudagraph_capture_sizes" if inputs.capture_sizes else "FastDeploy's default ladder (not your sizes)"
+    dropping = (" FD_CUDAGRAPH_EXT_DROP_OVERSIZE cannot help: dropping those graphs leaves the same batches to run "
+                "eagerly, and they hit the same assert.") if inputs.drop_oversize else ""
+    return (
+        f"a decode step can carry max_num_seqs*(k+1) = {inputs.max_num_seqs}*{step} = {upper} tokens per rank, over "
+        f"DeepEP's low-latency cap num_max_dispatch_tokens_per_rank={cap}; DeepEP asserts on such a batch with or "
+        f"without a CUDA graph, so {sizes} cannot be clamped or dropped to fit.{dropping} Fix one of: lower "
+        f"--max-num-seqs to {max(cap // step, 1)} or less; or raise num_max_dispatch_tokens_per_rank to {upper} or more "
+        f"in the model's config.json (FastDeploy reads it from there and uses 128 when it is absent) and set "
+        f"NVSHMEM_QP_DEPTH to at least {2 * (max(cap, upper) + 1)}"
+    )
 
 
 def judge_sizes(inputs: PlanInputs) -> tuple[list[SizeVerdict], list[str]]:
@@ -125,14 +141,18 @@ def judge_sizes(inputs: PlanInputs) -> tuple[list[SizeVerdict], list[str]]:
         return [], [f"num_speculative_tokens={k} is outside 1..{MAX_SPECULATIVE_TOKENS} (0 disables MTP)"]
     if inputs.max_num_seqs < 1:
         return [], [f"max_num_seqs={inputs.max_num_seqs} must be at least 1"]
+    if inputs.capture_sizes is not None and not inputs.capture_sizes:
+        return [], [EMPTY_SIZES_PROBLEM]
     step = k + 1
-    upper = inputs.max_num_seqs * step
+    decode_tokens = inputs.max_num_seqs * step  # the largest decode batch, graph or not
+    upper = decode_tokens
     if inputs.capture_limit is not None:
         upper = min(upper, max(step, inputs.capture_limit // step * step))
     general: list[str] = []
     if inputs.expert_parallel:
         _check_deepep_limits(inputs, general)
-    cap = inputs.max_dispatch_tokens_per_rank
+        if decode_tokens > inputs.max_dispatch_tokens_per_rank:
+            general.append(_cap_problem(inputs, decode_tokens))
     requested = default_ladder(upper, step) if inputs.capture_sizes is None else sorted(set(inputs.capture_sizes))
     verdicts = []
     for size in requested:
@@ -151,34 +171,31 @@ def judge_sizes(inputs: PlanInputs) -> tuple[list[SizeVerdict], list[str]]:
                 verdict = SizeVerdict(size, None, f"capture size {size} is not a multiple of k+1={step} (each "
                                                   f"request decodes {step} tokens); nearest valid sizes: "
                                                   f"{', '.join(map(str, nearest))}")
-        if inputs.expert_parallel and verdict.size is not None and verdict.size > cap:
-            if inputs.drop_oversize:
-                verdict = SizeVerdict(size, None, note=f"capture size {verdict.size} dropped: over DeepEP's token "
-                                                       f"cap {cap} (such batches run eagerly)")
-            else:
-                verdict = SizeVerdict(size, None, f"decode capture size {verdict.size} exceeds DeepEP's low-latency "
-                                                  f"token cap num_max_dispatch_tokens_per_rank={cap}")
         verdicts.append(verdict)
-    over = [v.size or v.requested for v in verdicts if "token cap" in v.problem]
-    if over:
-        general.append(
-            f"decode capture sizes {over} exceed DeepEP's low-latency token cap num_max_dispatch_tokens_per_rank="
-            f"{cap} (tokens per rank). Either raise the cap in the model config (and NVSHMEM_QP_DEPTH to "
-            f"2*(cap+1)), or lower max_num_seqs / cudagraph_capture_sizes so that max_num_seqs*(k+1) <= {cap}"
-        )
     return verdicts, general
+
+
+# FastDeploy's GraphOptimizationConfig asserts the list is non-empty (2.3 e53396f, 2.6 41677b9): `[]` is an error
+# everywhere, never "no graphs" nor "the default ladder".
+EMPTY_SIZES_PROBLEM = ("cudagraph_capture_sizes is an empty list, which FastDeploy itself refuses (\"forbidden to set "
+                       "the capture sizes to an empty list\"); leave the key out to use FastDeploy's default ladder, "
+                       "list the sizes, or set use_cudagraph to false")
+MANY_GRAPHS = 128  # FastDeploy's own ladder up to 1024 tokens has 51 sizes; far more is likely a mistake
 
 
 def build_plan(inputs: PlanInputs) -> CapturePlan:
     """Validate and lay out the decode captures; raises PlanError listing every problem at once."""
     verdicts, general = judge_sizes(inputs)
-    problems = [v.problem for v in verdicts if v.problem and "token cap" not in v.problem] + general
+    problems = [v.problem for v in verdicts if v.problem] + general
     sizes = sorted({v.size for v in verdicts if v.size is not None})
     if not problems and not sizes:
-        problems.append("no capture size is left; raise the DeepEP cap or max_num_seqs, or disable CUDA graphs")
+        problems.append("no capture size is left; raise max_num_seqs, or disable CUDA graphs")
     if problems:
         raise PlanError(problems)
     warnings = [v.note for v in verdicts if v.note]
+    if len(sizes) > MANY_GRAPHS:
+        warnings.append(f"{len(sizes)} decode graphs: each holds its own memory and warmup time; FastDeploy's "
+                        f"default ladder has at most 51. Check cudagraph_capture_sizes")
     for warning in warnings:
         log.warning("fastdeploy-cudagraph-ext: %s", warning)
     step = inputs.num_speculative_tokens + 1
@@ -193,6 +210,64 @@ def build_plan(inputs: PlanInputs) -> CapturePlan:
         for size in reversed(sizes)
     ]
     return CapturePlan(inputs, captures, warnings)
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """Raw deployment facts, as FastDeploy holds them. The CLI fills it from a deployment config, the worker from
+    FastDeploy's FDConfig; `plan_deployment` is the one place that turns it into a decode capture plan."""
+
+    max_num_seqs: int
+    num_speculative_tokens: int = 0  # k of MTP; 0 = no MTP
+    capture_sizes: tuple[int, ...] | None = None  # as the user wrote them; None = FastDeploy's default ladder
+    ladder_cap: int | None = None  # tokens FastDeploy stops its own default ladder at (2.2/2.3: 512), None = none
+    max_chunk_tokens: int = 8192  # FastDeploy's get_max_chunk_tokens(): the warmup's dummy prefill budget
+    use_cudagraph: bool = True
+    cudagraph_only_prefill: bool = False
+    expert_parallel: bool = False
+    splitwise_role: str = "mixed"
+    max_dispatch_tokens_per_rank: int = 128  # DeepEP's num_max_dispatch_tokens_per_rank (model config.json)
+    internode: bool = False
+    nvshmem_qp_depth: int | None = None  # None: DeepEP's default
+    round_sizes: bool = False  # FD_CUDAGRAPH_EXT_ROUND_SIZES
+    drop_oversize: bool = False  # FD_CUDAGRAPH_EXT_DROP_OVERSIZE (never makes an over-cap deployment safe)
+
+
+def no_decode_graphs_reason(settings: DeploymentSettings) -> str | None:
+    """Why this deployment captures no decode graph (so there is nothing to plan), or None."""
+    if not settings.use_cudagraph:
+        return ("CUDA graphs are off (use_cudagraph: false): FastDeploy runs every step eagerly and the plugin "
+                "captures nothing; its patches stay installed but idle")
+    if settings.cudagraph_only_prefill:
+        return ("cudagraph_only_prefill is on: FastDeploy captures prefill graphs only (on the plugin's capture "
+                "stream) and runs decode eagerly, so there are no decode sizes to plan")
+    if settings.splitwise_role == "prefill":
+        return "splitwise role prefill: this instance never decodes, so there are no decode sizes to plan"
+    return None
+
+
+def plan_inputs(settings: DeploymentSettings) -> PlanInputs:
+    return PlanInputs(
+        max_num_seqs=settings.max_num_seqs,
+        num_speculative_tokens=settings.num_speculative_tokens,
+        capture_sizes=settings.capture_sizes,
+        capture_limit=None if settings.capture_sizes is not None else settings.ladder_cap,
+        max_chunk_tokens=settings.max_chunk_tokens,
+        expert_parallel=settings.expert_parallel,
+        max_dispatch_tokens_per_rank=settings.max_dispatch_tokens_per_rank,
+        internode=settings.internode,
+        nvshmem_qp_depth=settings.nvshmem_qp_depth,
+        round_sizes=settings.round_sizes,
+        drop_oversize=settings.drop_oversize,
+    )
+
+
+def plan_deployment(settings: DeploymentSettings) -> CapturePlan | None:
+    """The decode capture plan of a deployment; None when it captures no decode graph (see
+    `no_decode_graphs_reason`). Raises PlanError listing every problem."""
+    if no_decode_graphs_reason(settings) is not None:
+        return None
+    return build_plan(plan_inputs(settings))
 
 
 def env_int(name: str) -> int | None:

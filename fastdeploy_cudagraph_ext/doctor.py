@@ -1,143 +1,327 @@
-"""What is installed and what each patch would do here. Safe on any machine: it never calls a Paddle
-stream/graph API (several crash a CPU build) and probes c10 only in a child process."""
+"""Pre-flight check: would a FastDeploy worker on this machine start with the plugin? Never crashes: Paddle is
+imported only in a child process (an import error, exception or signal there becomes a finding), FastDeploy is
+read from its files and never imported. One verdict line; exit 0 only when the worker would start."""
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as metadata
 import importlib.util
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from . import flags
-from .patch import ALL_PATCHES
-from .registry import Registry, resolve_class
+from . import deployment, flags
+from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, PlanError, no_decode_graphs_reason, plan_deployment
+from .fd_facts import installed_root
 
+C10_REPORT = "fastdeploy_cudagraph_ext.c10_bridge:paddle_c10_report"  # (ok, paragraph), from the c10 helper
+PROBE_TIMEOUT_S = 300
+FD_DISTS = ("fastdeploy-gpu", "fastdeploy-xpu", "fastdeploy-iluvatar-gpu", "fastdeploy-dcu", "fastdeploy")
 
-def _version(*dists: str) -> str | None:
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def _importable(name: str) -> bool:
+# Runs in a child: one JSON line per stage, so a crash in a later stage keeps the earlier results.
+_PROBE = r"""
+import importlib, importlib.util, json, sys
+def emit(**kw): print(json.dumps(kw), flush=True)
+try:
+    import paddle
+    cuda = bool(paddle.is_compiled_with_cuda())
+except BaseException as e:
+    emit(stage="paddle", error=f"{type(e).__name__}: {e}", missing=isinstance(e, ModuleNotFoundError) and e.name == "paddle")
+    sys.exit(0)
+try:
+    intree = importlib.util.find_spec("paddle.distributed.communication.deep_ep") is not None
+except BaseException:
+    intree = False
+emit(stage="paddle", version=str(getattr(paddle, "__version__", "unknown")), cuda=cuda, deep_ep_intree=intree)
+if cuda:
+    module, name = sys.argv[1].split(":")
     try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+        ok, text = getattr(importlib.import_module(module), name)()
+        emit(stage="c10", ok=bool(ok), text=str(text))
+    except BaseException as e:
+        emit(stage="c10", error=f"{type(e).__name__}: {e}")
+"""
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # "ok", "info", "warn" or "fail" (fail: the worker would not start with the plugin)
+    text: str
+
+
+class UsageError(ValueError):
+    """The operator pointed doctor at something it cannot check (message says what and the fix)."""
 
 
 @dataclass
 class DoctorReport:
-    fastdeploy: str | None
-    paddle: str | None
-    paddle_cuda: bool | None
-    deep_ep: list[str]
-    torch: str | None
-    c10: dict
-    flags: dict[str, str]
-    patches: list[dict] = field(default_factory=list)
+    subject: str  # "this worker" or "this FastDeploy checkout"
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, check: str, status: str, text: str) -> None:
+        self.findings.append(Finding(check, status, text))
+
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "fail"]
+
+    def verdict(self) -> str:
+        failures = self.failures()
+        if not failures:
+            return f"{self.subject} would start with the plugin"
+        if len(failures) == 1:
+            return f"{self.subject} would refuse: {failures[0].check}: {failures[0].text}"
+        return (f"{self.subject} would refuse: {len(failures)} problems ("
+                + ", ".join(dict.fromkeys(f.check for f in failures)) + "), each in a FAIL line above")
+
+    def exit_code(self) -> int:
+        return 1 if self.failures() else 0
+
+    def text(self) -> str:
+        width = max((len(f.check) for f in self.findings), default=0)
+        return "\n".join([f"{f.status.upper():<4}  {f.check:<{width}}  {f.text}" for f in self.findings]
+                         + ["", self.verdict()])
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict(), "would_start": not self.failures(),
+                "findings": [asdict(f) for f in self.findings]}
 
 
-def _fastdeploy_version() -> str | None:
-    version = _version("fastdeploy-gpu", "fastdeploy-xpu", "fastdeploy")
-    if version is None and _importable("fastdeploy"):
-        return "unknown version"
-    return version
-
-
-def _deep_ep_flavours(paddle_present: bool) -> list[str]:
-    found = []
-    if paddle_present and _importable("paddle.distributed.communication.deep_ep"):
-        found.append("Paddle in-tree port (paddle.distributed.communication.deep_ep; follows Paddle's stream)")
-    if _importable("deep_ep"):
-        found.append("torch-API DeepEP (deep_ep; launches on c10's current stream)")
-    if _importable("paddlefleet"):
-        found.append("torch-API DeepEP (paddlefleet.ops.deep_ep; launches on c10's current stream)")
-    return found
-
-
-def _c10_report() -> dict:
-    from .c10_bridge import paddle_library_path, probe
-
-    library = paddle_library_path()
-    if library is None:
-        return {"library": None, "verdict": "Paddle not installed: no c10 to bridge"}
-    verdict = probe(library, preload="paddle")
-    if not verdict.symbols_found:
-        text = "no out-of-line c10 stream functions: c10 follows Paddle's stream (header-only compat), no bridge needed"
-    elif verdict.convention is not None:
-        text = (f"c10 stream functions found; bridged ({verdict.convention}, stream id at byte {verdict.offset}), "
-                f"kept in step with the capture stream")
-    else:
-        text = f"c10 stream functions found but NOT bridgeable: {verdict.problem}"
-    return {"verdict": text, **asdict(verdict)}
-
-
-def _patch_verdicts() -> list[dict]:
-    registry = Registry(ALL_PATCHES)
-    rows = []
-    for patch in registry.patches.values():
-        row = {"patch": patch.name, "symbols": list(patch.symbols)}
+# ---- facts about the installation, read without importing FastDeploy or Paddle ---------------------------------
+def fastdeploy_version() -> str | None:
+    """The installed FastDeploy's version: its distribution's metadata, else its fastdeploy/version.txt."""
+    for dist in FD_DISTS:
         try:
-            module = importlib.import_module(patch.module)
-        except Exception as error:  # noqa: BLE001 - any import failure is a verdict, not a crash
-            row["verdict"] = f"target module not importable here: {type(error).__name__}: {error}"
-            rows.append(row)
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             continue
-        cls = resolve_class(getattr(module, patch.class_name, None), patch.class_name)
-        if cls is None:
-            row["verdict"] = f"refused: {patch.module} has no class {patch.class_name}"
-        else:
-            shape, detail, diffs = registry.match(patch, cls)
-            if shape is not None:
-                row["verdict"] = f"would apply: {detail}"
-            elif not diffs:
-                row["verdict"] = f"not needed: {detail}"
-            else:
-                row["verdict"] = "refused: matches no checked shape [" + " | ".join(diffs) + "]"
-        rows.append(row)
-    return rows
+        if version.startswith("2."):  # PyPI's unrelated `fastdeploy` project has other numbers
+            return version
+    root = installed_root()
+    version_file = root / "fastdeploy" / "version.txt" if root else None
+    if version_file is not None and version_file.is_file():
+        found = re.findall(r"fastdeploy version:\s*(\S+)", version_file.read_text(errors="replace"))
+        return found[-1] if found else "unknown version"
+    return "unknown version" if root is not None else None
 
 
-def run_doctor() -> DoctorReport:
-    paddle_version = _version("paddlepaddle-gpu", "paddlepaddle")
-    paddle_cuda = None
-    if paddle_version is not None:
-        import paddle  # importing is safe on CPU builds; only stream/graph calls are not
+def release_line(version: str | None) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(match[1]), int(match[2])) if match else None
 
-        paddle_cuda = bool(paddle.is_compiled_with_cuda())
-    fastdeploy = _fastdeploy_version()
-    report = DoctorReport(
-        fastdeploy=fastdeploy,
-        paddle=paddle_version,
-        paddle_cuda=paddle_cuda,
-        deep_ep=_deep_ep_flavours(paddle_version is not None),
-        torch=_version("torch"),
-        c10=_c10_report(),
-        flags={name: os.environ.get(name, "<unset>") for name in flags.ALL_FLAGS},
-    )
-    if fastdeploy is None:
-        report.patches = [{"patch": p.name, "symbols": list(p.symbols), "verdict": "FastDeploy not found"}
-                          for p in ALL_PATCHES]
+
+def probe_paddle(env: dict[str, str] | None = None) -> tuple[dict | None, dict | None, str]:
+    """(paddle stage, c10 stage, how the child ended) from a child process."""
+    child_env = dict(os.environ if env is None else env)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (child_env.get("PYTHONPATH"), package_root) if p)
+    try:
+        result = subprocess.run([sys.executable, "-c", _PROBE, C10_REPORT], env=child_env, capture_output=True,
+                                text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, None, f"timed out after {PROBE_TIMEOUT_S} s"
+    stages = {}
+    for line in result.stdout.splitlines():
+        try:
+            report = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # Paddle's own prints
+        if isinstance(report, dict) and "stage" in report:
+            stages[report["stage"]] = report
+    if result.returncode < 0:
+        try:
+            name = signal.Signals(-result.returncode).name
+        except ValueError:
+            name = "an unknown signal"
+        ended = f"killed by {name} (signal {-result.returncode})"
+    elif result.returncode:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        ended = f"exited with status {result.returncode} ({tail})"
     else:
-        report.patches = _patch_verdicts()
+        ended = "ok"
+    return stages.get("paddle"), stages.get("c10"), ended
+
+
+def _group_verdicts(root: Path | None) -> list:
+    """The registry's per-group verdicts (the contracts module), for the installed FastDeploy or a checkout."""
+    from . import compat  # noqa: PLC0415 - provided by the feature-group contracts (issue 8)
+    from .fd_facts import tree_facts
+
+    facts = compat.installed_facts() if root is None else tree_facts(root, compat.TARGET_MODULES)
+    return compat.group_verdicts(facts)
+
+
+def _group_needed(group: str, config: deployment.DeploymentConfig | None) -> str | None:
+    """Why this deployment needs a group (None: it does not); without a deployment every group may be needed."""
+    if config is None:
+        return "run doctor --config to decide for your deployment"
+    s = config.settings()
+    need = {"capture_stream": s.use_cudagraph,
+            "mtp_sizing": s.use_cudagraph and s.num_speculative_tokens > 0 and not s.cudagraph_only_prefill,
+            "deepep_mixed": s.use_cudagraph and s.expert_parallel and s.splitwise_role == "mixed"}
+    return "this deployment needs it" if need.get(group, True) else None
+
+
+# ---- the checks ----------------------------------------------------------------------------------------------
+def _check_flags(report: DoctorReport, env: dict[str, str]) -> None:
+    for name in flags.ALL_FLAGS:
+        try:
+            flags.read_bool(name, env)
+        except flags.FlagError as error:
+            report.add(name, "fail", str(error))
+    raw = env.get(flags.ENABLE)
+    try:
+        enabled = flags.read_bool(flags.ENABLE, env)
+    except flags.FlagError:
+        return
+    if enabled:
+        report.add(flags.ENABLE, "ok", f"{raw}: the plugin activates in every worker")
+    else:
+        report.add(flags.ENABLE, "fail", f"{'unset' if raw is None else repr(raw)}: the plugin stays off. Fix: "
+                                         f"FD_CUDAGRAPH_EXT=1 in the server's environment")
+
+
+def _check_plugins(report: DoctorReport, env: dict[str, str], version: str | None) -> None:
+    raw = env.get("FD_PLUGINS")
+    line = release_line(version)
+    fix = f"Fix: FD_PLUGINS={deployment.PLUGIN_NAME} (add your other plugins, comma-separated)"
+    if raw is not None:
+        if deployment.PLUGIN_NAME in [p.strip() for p in raw.split(",")]:
+            report.add("FD_PLUGINS", "ok", f"{raw!r} names {deployment.PLUGIN_NAME}")
+        else:
+            report.add("FD_PLUGINS", "fail", f"{raw!r} does not name {deployment.PLUGIN_NAME}, so FastDeploy does "
+                                             f"not load it. {fix}")
+    elif line is not None and line < (2, 4):
+        report.add("FD_PLUGINS", "warn", f"unset: FastDeploy {version} loads every installed plugin, so it works "
+                                         f"here; from 2.4 on unset loads none (#4909). {fix}")
+    elif line is not None:
+        report.add("FD_PLUGINS", "fail", f"unset: FastDeploy {version} loads no plugin when it is unset (#4909). {fix}")
+    else:
+        report.add("FD_PLUGINS", "fail", f"unset: FastDeploy 2.2/2.3 would load every plugin but 2.4 and later load "
+                                         f"none (#4909), and this FastDeploy's version is unknown. {fix}")
+
+
+def _check_paddle(report: DoctorReport, env: dict[str, str]) -> None:
+    paddle, c10, ended = probe_paddle(env)
+    if paddle is None:
+        report.add("Paddle", "fail", f"importing Paddle in a child process failed: the child {ended}. The worker "
+                                     f"imports Paddle the same way and would die too; reinstall paddlepaddle-gpu "
+                                     f"matching your FastDeploy")
+        return
+    if "error" in paddle:
+        text = ("not installed: FastDeploy needs paddlepaddle-gpu" if paddle.get("missing") else
+                f"importing it raised {paddle['error']}; fix or reinstall paddlepaddle-gpu")
+        report.add("Paddle", "fail", text)
+        return
+    if not paddle["cuda"]:
+        report.add("Paddle", "fail", f"{paddle['version']} is a CPU-only build: no CUDA graphs can be captured and "
+                                     f"the plugin refuses to start. Install paddlepaddle-gpu matching your FastDeploy")
+        return
+    report.add("Paddle", "ok", f"{paddle['version']} (CUDA build)")
+    flavours = (["Paddle in-tree port"] if paddle.get("deep_ep_intree") else []) + [
+        name for name in ("deep_ep", "paddlefleet") if importlib.util.find_spec(name) is not None]
+    report.add("DeepEP", "info", ", ".join(flavours) or "none found (needed only with expert parallelism)")
+    if c10 is None:
+        report.add("c10 stream", "fail", f"the c10 check did not finish: the child {ended}")
+    elif "error" in c10:
+        report.add("c10 stream", "fail", f"the c10 check raised {c10['error']}")
+    else:
+        report.add("c10 stream", "ok" if c10["ok"] else "fail", c10["text"])
+
+
+def _check_qp_depth(report: DoctorReport, env: dict[str, str], config: deployment.DeploymentConfig | None) -> None:
+    raw = env.get("NVSHMEM_QP_DEPTH")
+    cap = config.dispatch_cap() if config is not None else deployment.FD_DEFAULT_DISPATCH_CAP
+    whose = "this deployment's" if config is not None else "FastDeploy's default"
+    if config is not None and not config.launch.enable_expert_parallel:
+        return
+    if raw is None:
+        status = "ok" if DEEPEP_DEFAULT_QP_DEPTH >= 2 * (cap + 1) else "fail"
+        report.add("NVSHMEM_QP_DEPTH", status, f"unset: DeepEP uses {DEEPEP_DEFAULT_QP_DEPTH}; {whose} DeepEP cap "
+                                               f"{cap} needs at least {2 * (cap + 1)}")
+    elif not raw.strip().isdigit():
+        report.add("NVSHMEM_QP_DEPTH", "fail", f"{raw!r} is not a whole number. Fix: NVSHMEM_QP_DEPTH={2 * (cap + 1)} "
+                                               f"or more")
+    elif int(raw) < 2 * (cap + 1):
+        report.add("NVSHMEM_QP_DEPTH", "fail", f"{raw} is below 2*(cap+1) = {2 * (cap + 1)} for {whose} DeepEP cap "
+                                               f"{cap}: DeepEP low-latency kernels would hang. Fix: "
+                                               f"NVSHMEM_QP_DEPTH={2 * (cap + 1)} or more")
+    else:
+        report.add("NVSHMEM_QP_DEPTH", "ok", f"{raw} >= {2 * (cap + 1)} for {whose} DeepEP cap {cap}")
+
+
+def _add_group_verdicts(report: DoctorReport, root: Path | None, config: deployment.DeploymentConfig | None) -> None:
+    try:
+        verdicts = _group_verdicts(root)
+    except Exception as error:  # noqa: BLE001 - an unreadable FastDeploy is a finding, not a crash
+        report.add("feature groups", "fail", f"could not read FastDeploy's modules: {type(error).__name__}: {error}")
+        return
+    for v in verdicts:
+        if v.verdict != "refused":
+            report.add(f"group {v.group}", "ok", f"{v.verdict}: {v.reason}")
+            continue
+        need = _group_needed(v.group, config)
+        if need is None:
+            report.add(f"group {v.group}", "warn", f"refused ({v.reason}), but this deployment does not need it")
+        else:
+            report.add(f"group {v.group}", "fail", f"refused: {v.reason} ({need})")
+
+
+def _check_deployment(report: DoctorReport, name: str, config: deployment.DeploymentConfig) -> None:
+    settings = config.settings()
+    reason = no_decode_graphs_reason(settings)
+    if reason is not None:
+        report.add(f"deployment {name}", "ok", reason)
+        return
+    try:
+        plan = plan_deployment(settings)
+    except PlanError as error:
+        for problem in error.problems:
+            report.add(f"deployment {name}", "fail", problem)
+        return
+    report.add(f"deployment {name}", "ok", f"plan OK: {len(plan.captures)} decode graphs {plan.sizes}")
+
+
+def run_doctor(deployed: tuple[str, deployment.DeploymentConfig] | None = None) -> DoctorReport:
+    """Every check for this machine, with the deployment's environment laid over this shell's when given."""
+    name, config = deployed if deployed is not None else (None, None)
+    env = dict(os.environ)
+    if config is not None:
+        env.update({k: str(v) for k, v in config.environment.items()})
+    report = DoctorReport("this worker")
+    _check_flags(report, env)
+    version = fastdeploy_version()
+    if version is None:
+        report.add("FastDeploy", "fail", "not installed in this Python (no fastdeploy-gpu/-xpu distribution, no "
+                                          "fastdeploy package): there is no server to start")
+    else:
+        report.add("FastDeploy", "ok", version)
+    _check_plugins(report, env, version)
+    _check_paddle(report, env)
+    _check_qp_depth(report, env, config)
+    if version is not None:
+        _add_group_verdicts(report, None, config)
+    if config is not None:
+        _check_deployment(report, name, config)
     return report
 
 
-def format_report(report: DoctorReport) -> str:
-    lines = [
-        f"FastDeploy : {report.fastdeploy or 'FastDeploy not found'}",
-        f"Paddle     : {report.paddle or 'not installed'}"
-        + ("" if report.paddle_cuda is None else (" (CUDA build)" if report.paddle_cuda else " (CPU build)")),
-        f"DeepEP     : {'; '.join(report.deep_ep) or 'not found'}",
-        f"PyTorch    : {report.torch or 'not installed'}",
-        f"c10 stream : {report.c10.get('verdict') or report.c10.get('problem') or report.c10}",
-        "Flags      : " + ", ".join(f"{k}={v}" for k, v in report.flags.items()),
-        "Patches    :",
-    ]
-    for row in report.patches:
-        lines.append(f"  {row['patch']:<28} {row['verdict']}")
-    return "\n".join(lines)
+def check_source_tree(directory: str) -> DoctorReport:
+    """Per-group verdicts for a FastDeploy checkout, read with ast (nothing imported)."""
+    root = Path(directory)
+    if not root.exists():
+        raise UsageError(f"--fd-src {directory} does not exist. Fix: give the root of a FastDeploy checkout (the "
+                         f"folder holding fastdeploy/)")
+    if not root.is_dir():
+        raise UsageError(f"--fd-src {directory} is a file, not a directory. Fix: give the root of a FastDeploy "
+                         f"checkout (the folder holding fastdeploy/)")
+    if not (root / "fastdeploy").is_dir():
+        raise UsageError(f"--fd-src {directory} holds no fastdeploy/ package. Fix: give the root of a FastDeploy "
+                         f"checkout (the folder holding fastdeploy/), not the package itself")
+    report = DoctorReport(f"FastDeploy checkout {directory}")
+    _add_group_verdicts(report, root, None)
+    return report

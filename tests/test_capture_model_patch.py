@@ -67,7 +67,7 @@ def test_invalid_user_sizes_stop_the_worker_before_weights_load(fd_era):
 
 def test_deepep_cap_is_checked_at_startup(fd_era):
     ext.activate()
-    with pytest.raises(PlanError, match=r"decode capture sizes \[32\] exceed DeepEP's low-latency token cap"):
+    with pytest.raises(PlanError, match=r"32 tokens per rank, over DeepEP.s low-latency cap"):
         runner_for(make_fd_config(k=1, max_num_seqs=16, sizes=(2, 4, 8, 16, 32), ep=True, cap=16))
 
 

@@ -15,8 +15,9 @@ def test_default_ladder_plan_invariants(k, seqs, ep, cap, drop):
         plan = build_plan(inputs)
     except PlanError as error:
         qp_too_shallow = 2 * (cap + 1) > 1024  # DeepEP's default NVSHMEM_QP_DEPTH
-        assert ep and (qp_too_shallow or not drop)
-        assert all("token cap" in p or (qp_too_shallow and "NVSHMEM_QP_DEPTH" in p) for p in error.problems)
+        over_cap = seqs * (k + 1) > cap  # a decode batch DeepEP asserts on, graph or not: never dropped
+        assert ep and (qp_too_shallow or over_cap)
+        assert all("low-latency cap" in p or (qp_too_shallow and "NVSHMEM_QP_DEPTH" in p) for p in error.problems)
         return
     sizes = plan.sizes
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
@@ -66,20 +67,33 @@ def test_speculative_tokens_outside_range():
         build_plan(PlanInputs(max_num_seqs=8, num_speculative_tokens=6))
 
 
-def test_oversize_for_deepep_cap_names_both_ways_out():
+def test_oversize_for_deepep_cap_names_where_the_cap_lives_and_both_ways_out():
     with pytest.raises(PlanError) as error:
         build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, expert_parallel=True,
                               max_dispatch_tokens_per_rank=128))
-    (problem,) = error.value.problems
-    assert problem.startswith("decode capture sizes [144, 160, 176, 192, 208, 224, 240, 256] exceed DeepEP's")
-    assert "raise the cap in the model config" in problem and "lower max_num_seqs / cudagraph_capture_sizes" in problem
+    assert error.value.problems == [
+        "a decode step can carry max_num_seqs*(k+1) = 128*2 = 256 tokens per rank, over DeepEP's low-latency cap "
+        "num_max_dispatch_tokens_per_rank=128; DeepEP asserts on such a batch with or without a CUDA graph, so "
+        "FastDeploy's default ladder (not your sizes) cannot be clamped or dropped to fit. Fix one of: lower "
+        "--max-num-seqs to 64 or less; or raise num_max_dispatch_tokens_per_rank to 256 or more in the model's "
+        "config.json (FastDeploy reads it from there and uses 128 when it is absent) and set NVSHMEM_QP_DEPTH to at "
+        "least 514"
+    ]
 
 
-def test_drop_oversize_keeps_sizes_within_cap_with_a_warning():
-    plan = build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, expert_parallel=True,
-                                 max_dispatch_tokens_per_rank=128, drop_oversize=True))
-    assert max(plan.sizes) == 128
-    assert any("dropped: over DeepEP's token cap 128" in w for w in plan.warnings)
+def test_drop_oversize_cannot_make_an_over_cap_deployment_start():
+    # Dropping graphs over the cap would leave those batches eager, and DeepEP asserts on them all the same.
+    with pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, expert_parallel=True,
+                              max_dispatch_tokens_per_rank=128, drop_oversize=True))
+    assert "FD_CUDAGRAPH_EXT_DROP_OVERSIZE cannot help: dropping those graphs leaves the same batches to run " \
+           "eagerly, and they hit the same assert." in error.value.problems[0]
+
+
+def test_user_sizes_under_the_cap_do_not_hide_larger_eager_batches():
+    with pytest.raises(PlanError, match="your cudagraph_capture_sizes cannot be clamped"):
+        build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, capture_sizes=(2, 4, 8), expert_parallel=True,
+                              max_dispatch_tokens_per_rank=128))
 
 
 def test_internode_cap_and_qp_depth():

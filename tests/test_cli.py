@@ -1,7 +1,5 @@
+import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,70 +7,142 @@ import pytest
 from fastdeploy_cudagraph_ext import cli, deployment
 
 ROOT = Path(__file__).resolve().parent.parent
+ERNIE = json.loads(deployment.bundled_text("ernie45-300b-a47b-ep8-mixed-mtp1"))
 
 
-def run_cli(*args, standins=False):
-    env = dict(os.environ)
-    paths = [str(ROOT)] + ([str(ROOT / "tests" / "standins")] if standins else [])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return subprocess.run([sys.executable, "-m", "fastdeploy_cudagraph_ext.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+def write(tmp_path: Path, config: dict) -> str:
+    path = tmp_path / "deploy.json"
+    path.write_text(json.dumps(config))
+    return str(path)
 
 
-def test_main_job_plans_the_embedded_default(capsys):
+def test_main_job_plans_the_default_bundled_deployment(capsys):
     assert cli.main([]) == 0
     out = capsys.readouterr().out
-    assert "deployment : ernie45-300b-a47b-ep8-mixed-mtp1.json" in out
+    assert "deployment : ernie45-300b-a47b-ep8-mixed-mtp1 - ERNIE-4.5-300B" in out
     assert "   128     64          4          128   128  OK" in out
-    assert "plan OK: 11 decode graphs" in out
+    assert "plan OK: 11 decode graphs; the worker accepts this deployment" in out
+    assert "defaults   : cudagraph_capture_sizes: FastDeploy's default ladder" in out
     assert "FD_CUDAGRAPH_EXT=1 FD_PLUGINS=fastdeploy_cudagraph_ext python -m fastdeploy.entrypoints" in out
 
 
-@pytest.mark.parametrize("name", sorted(deployment.bundled()))
-def test_every_bundled_deployment_plans_cleanly(name, capsys):
-    assert cli.main(["plan", "--config", str(ROOT / "configs" / name), "--json"]) == 0
+@pytest.mark.parametrize("name", deployment.bundled_names())
+def test_every_bundled_deployment_plans_cleanly_by_name(name, capsys):
+    assert cli.main(["plan", "--config", name, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    step = plan["inputs"]["num_speculative_tokens"] + 1
-    assert plan["captures"] and all(c["capture_size"] == c["batch_size"] * step for c in plan["captures"])
+    step = plan["settings"]["num_speculative_tokens"] + 1
+    assert plan["ok"] and plan["captures"] and all(c["capture_size"] == c["batch_size"] * step for c in plan["captures"])
+
+
+def test_list_names_every_bundled_config(capsys):
+    assert cli.main(["plan", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in deployment.bundled_names())
+    assert "ernie45-300b-a47b-ep8-mixed-mtp1 (default)" in out
+
+
+def test_schema_is_exported_with_fastdeploy_spellings(capsys):
+    assert cli.main(["plan", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert set(schema["properties"]) == {"description", "launch", "model_config", "environment"}
+    assert "max-num-seqs" in schema["$defs"]["Launch"]["properties"]
+
+
+def test_multi_node_launch_line_carries_the_nodes(capsys):
+    assert cli.main(["plan", "--config", "deepseek-v3-ep16-mixed-mtp3"]) == 0
+    out = capsys.readouterr().out
+    assert ("launch (run this same line on each of the 2 nodes 10.0.0.1, 10.0.0.2; FastDeploy takes a node's rank "
+            "from the position of its own IP in --ips):") in out
+    assert "--ips 10.0.0.1,10.0.0.2" in out
 
 
 def test_plan_reports_why_each_bad_size_is_refused(tmp_path, capsys):
-    config = json.loads((ROOT / "configs" / "deepseek-v3-ep16-mixed-mtp3.json").read_text())
+    config = json.loads(deployment.bundled_text("deepseek-v3-ep16-mixed-mtp3"))
     config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = [6, 8, 512]
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(config))
-    assert cli.main(["plan", "--config", str(path)]) == 2
+    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 2
     out = capsys.readouterr().out
-    assert "nearest valid sizes: 4, 8" in out
-    assert "capture size 512 exceeds max_num_seqs*(k+1)=256" in out
+    assert "plan refused: the worker would stop before loading weights, because:" in out
+    assert "  - capture size 6 is not a multiple of k+1=4 (each request decodes 4 tokens); nearest valid sizes: 4, 8" in out
+    assert "  - capture size 512 exceeds max_num_seqs*(k+1)=256; remove it or raise max_num_seqs" in out
     assert "     8      2          8            8   256  OK" in out
 
 
-def test_plan_missing_config_is_a_clear_error(capsys):
+def test_default_ladder_over_the_cap_says_where_the_cap_lives(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)
+    config["launch"]["max-num-seqs"] = 128
+    assert cli.main(["plan", "--config", write(tmp_path, config), "--json"]) == 2
+    (problem,) = json.loads(capsys.readouterr().out)["problems"]
+    assert "FastDeploy's default ladder (not your sizes)" in problem
+    assert "lower --max-num-seqs to 64 or less" in problem and "in the model's config.json" in problem
+
+
+def test_graphs_off_plans_nothing_and_says_so(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)
+    config["launch"]["graph-optimization-config"] = '{"use_cudagraph": false}'  # FastDeploy's CLI form
+    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 0
+    out = capsys.readouterr().out
+    assert ("no decode graphs: CUDA graphs are off (use_cudagraph: false): FastDeploy runs every step eagerly and the "
+            "plugin captures nothing; its patches stay installed but idle") in out
+    assert "--graph-optimization-config '{\"use_cudagraph\":false}'" in out  # the validated value, re-serialized
+
+
+def test_no_expert_parallel_says_no_cap_applies(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)
+    del config["launch"]["enable-expert-parallel"]
+    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 0
+    assert "expert parallel off: no DeepEP, no token cap to check" in capsys.readouterr().out
+
+
+def test_missing_cap_shows_fastdeploys_default_explicitly(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)
+    config["model_config"] = {}
+    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 0
+    assert ("num_max_dispatch_tokens_per_rank 128 (FastDeploy's default when the model's config.json lacks it: check "
+            "your model's config.json and copy its value here)") in capsys.readouterr().out
+
+
+def test_plugin_off_is_said(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)
+    config["environment"] = {"FD_CUDAGRAPH_EXT": "0"}
+    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 0
+    assert "plugin     : OFF: FD_CUDAGRAPH_EXT is not set to 1" in capsys.readouterr().out
+
+
+def test_missing_file_and_directory_are_clear_errors(tmp_path, capsys):
     assert cli.main(["plan", "--config", "/nonexistent.json"]) == 2
-    assert "deployment config /nonexistent.json does not exist" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "deployment config /nonexistent.json: does not exist: neither a file nor a bundled config. Fix: give a path "
+        f"to a JSON file, or one of: {', '.join(deployment.bundled_names())}\n")
+    assert cli.main(["plan", "--config", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"deployment config {tmp_path}: is a directory: expected a JSON file or a bundled config's name. Fix: give "
+        f"the file inside it, or a name from plan --list\n")
 
 
-@pytest.mark.standin  # a machine with neither FastDeploy nor a CUDA Paddle, as CI is
-def test_doctor_without_fastdeploy_reports_it_and_exits_zero():
-    result = run_cli("doctor", "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["fastdeploy"] is None
-    assert {row["verdict"] for row in report["patches"]} == {"FastDeploy not found"}
-    assert report["paddle_cuda"] is False
-    assert "c10 follows Paddle's stream" in report["c10"]["verdict"]
+def test_json_errors_are_json(tmp_path, capsys):
+    assert cli.main(["plan", "--config", str(tmp_path), "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["ok"] is False and error["error"] == "config" and error["problems"][0].startswith("is a directory")
 
 
-def test_doctor_gives_each_patch_a_verdict_on_a_fastdeploy():
-    result = run_cli("doctor", standins=True)
-    assert result.returncode == 0, result.stderr
-    assert "capture_stream               would apply: FastDeploy 2.5/develop shape 'shape_and_mode_keyed'" in result.stdout
-    assert "xpu_mtp_capture_sizing       would apply: FastDeploy develop shape 'planned_loop'" in result.stdout
+def test_ten_thousand_sizes_plan_with_a_warning(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)
+    del config["launch"]["enable-expert-parallel"]
+    config["launch"]["max-num-seqs"] = 10_000
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = list(range(2, 20_001, 2))
+    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 0
+    out = capsys.readouterr().out
+    assert "plan OK: 10000 decode graphs" in out and "warning: 10000 decode graphs" in out
 
 
-def test_doctor_reports_not_needed_where_fastdeploy_is_right(monkeypatch):
-    monkeypatch.setenv("FD_STANDIN_ERA", "2.3")
-    result = run_cli("doctor", standins=True)
-    assert "xpu_mtp_capture_sizing       not needed: FastDeploy 2.2/2.3/2.4/2.5 shape: this release's XPU runner " \
-           "captures no graphs" in result.stdout
+def test_output_piped_into_head_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+    config = copy.deepcopy(ERNIE)
+    del config["launch"]["enable-expert-parallel"]
+    config["launch"]["max-num-seqs"] = 10_000
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = list(range(2, 20_001, 2))
+    path = write(tmp_path, config)  # a table far larger than a pipe's buffer
+    result = subprocess.run(f"{sys.executable} -m fastdeploy_cudagraph_ext.cli plan --config {path} | head -1",
+                            shell=True, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.stdout.startswith("deployment : deploy.json") and "Traceback" not in result.stderr
