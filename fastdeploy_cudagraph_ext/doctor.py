@@ -2,7 +2,6 @@
 stream/graph API (several crash a CPU build) and probes c10 only in a child process."""
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as metadata
 import importlib.util
 import os
@@ -10,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import flags
 from .patch import ALL_PATCHES
-from .registry import Registry, resolve_class
+from .compat import group_verdicts, installed_facts
 
 
 def _version(*dists: str) -> str | None:
@@ -77,29 +76,9 @@ def _c10_report() -> dict:
 
 
 def _patch_verdicts() -> list[dict]:
-    registry = Registry(ALL_PATCHES)
-    rows = []
-    for patch in registry.patches.values():
-        row = {"patch": patch.name, "symbols": list(patch.symbols)}
-        try:
-            module = importlib.import_module(patch.module)
-        except Exception as error:  # noqa: BLE001 - any import failure is a verdict, not a crash
-            row["verdict"] = f"target module not importable here: {type(error).__name__}: {error}"
-            rows.append(row)
-            continue
-        cls = resolve_class(getattr(module, patch.class_name, None), patch.class_name)
-        if cls is None:
-            row["verdict"] = f"refused: {patch.module} has no class {patch.class_name}"
-        else:
-            shape, detail, diffs = registry.match(patch, cls)
-            if shape is not None:
-                row["verdict"] = f"would apply: {detail}"
-            elif not diffs:
-                row["verdict"] = f"not needed: {detail}"
-            else:
-                row["verdict"] = "refused: matches no checked shape [" + " | ".join(diffs) + "]"
-        rows.append(row)
-    return rows
+    # The registry's own per-group verdicts on the installed FastDeploy's source (no import).
+    return [{"patch": g.group, "symbols": [p for q in ALL_PATCHES if q.group == g.group for p in q.symbols],
+             "verdict": f"{g.verdict}: {g.reason}"} for g in group_verdicts(installed_facts())]
 
 
 def run_doctor() -> DoctorReport:

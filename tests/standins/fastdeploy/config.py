@@ -1,4 +1,11 @@
-"""Stand-in: MoEPhase and GraphOptimizationConfig as in FastDeploy's config.py."""
+"""Stand-in config.py (2.3 at 0df488c7, develop at e53f5184): MoEPhase, GraphOptimizationConfig.
+
+Facts modelled: 2.3's init_with_cudagrpah_size(max_capture_size) only filters and builds the padding
+map; develop's init_with_cudagrpah_size(max_capture_size, max_capture_shape_prefill,
+num_speculative_tokens) scales EVERY size (the user's too) by k+1 on its first call (a flag stops
+later calls from scaling again) and builds real_bsz_to_captured_size (running requests -> graph) only
+when called with k != 0. FDConfig calls it once with k (develop) before any runner exists.
+"""
 from fastdeploy import ERA
 
 
@@ -18,8 +25,6 @@ class MoEPhase:
 
 
 class GraphOptimizationConfig:
-    """Stand-in: the capture-size fields and FastDeploy's (sic) init_with_cudagrpah_size of each era."""
-
     def __init__(self, cudagraph_capture_sizes, use_cudagraph=True):
         self.use_cudagraph = use_cudagraph
         self.cudagraph_capture_sizes = list(cudagraph_capture_sizes)
@@ -30,9 +35,9 @@ class GraphOptimizationConfig:
         self.full_cuda_graph = True
         self.draft_model_use_cudagraph = False
         self.real_bsz_to_captured_size = {}
-        self._init(max(self.cudagraph_capture_sizes))
+        self.flag_cudagraph_capture_sizes_initlized = False
 
-    def _init(self, max_capture_size):
+    def _padding_map(self, max_capture_size):
         sizes = sorted({s for s in self.cudagraph_capture_sizes if s <= max_capture_size}, reverse=True)
         self.cudagraph_capture_sizes = sizes
         self.max_capture_size = sizes[0]
@@ -44,9 +49,30 @@ class GraphOptimizationConfig:
     if ERA == "2.3":
 
         def init_with_cudagrpah_size(self, max_capture_size: int = 0):
-            self._init(max_capture_size)
+            self._padding_map(max_capture_size)
 
     else:
 
-        def init_with_cudagrpah_size(self, max_capture_size: int = 0, max_capture_shape_prefill: int = 0):
-            self._init(max_capture_size)
+        def init_with_cudagrpah_size(self, max_capture_size: int = 0, max_capture_shape_prefill: int = 0,
+                                     num_speculative_tokens: int = 0):
+            step = num_speculative_tokens + 1
+            if num_speculative_tokens:
+                max_capture_size *= step
+                if not self.flag_cudagraph_capture_sizes_initlized:
+                    self.cudagraph_capture_sizes = [s * step for s in self.cudagraph_capture_sizes]
+            self._padding_map(max_capture_size)
+            if num_speculative_tokens:
+                ascending = sorted(self.cudagraph_capture_sizes)
+                self.real_bsz_to_captured_size = {
+                    bsz: next(s for s in ascending if s // step >= bsz) for bsz in range(1, ascending[-1] // step + 1)
+                }
+            self.flag_cudagraph_capture_sizes_initlized = True
+
+
+def init_like_fdconfig(graph: GraphOptimizationConfig, max_num_seqs: int, num_speculative_tokens: int) -> None:
+    """What FDConfig.__init__ does with the graph config of each era (test helper, not a FastDeploy name)."""
+    if ERA == "2.3":
+        graph.init_with_cudagrpah_size(max_capture_size=min(512, max(graph.cudagraph_capture_sizes)))
+    else:
+        graph.init_with_cudagrpah_size(max_capture_size=min(512, max(graph.cudagraph_capture_sizes)),
+                                       num_speculative_tokens=num_speculative_tokens)

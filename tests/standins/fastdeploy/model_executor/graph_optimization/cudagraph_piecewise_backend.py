@@ -1,4 +1,6 @@
-"""Stand-in CudaGraphPiecewiseBackend: warmup, capture on the framework's current stream, replay."""
+"""Stand-in CudaGraphPiecewiseBackend (2.3 at 0df488c7, develop at e53f5184): warmup, capture on the
+framework's current stream, replay. Develop keys MTP graphs by running requests through
+graph_opt_config.real_bsz_to_captured_size when speculative decoding is on (and every value is set)."""
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -108,6 +110,8 @@ else:
             self.warm_up_size = graph.cudagraph_num_of_warmups
             self.real_shape_to_captured_size = graph.real_shape_to_captured_size
             self.dy2st = graph.graph_opt_level > 0
+            self.speculative_decoding = getattr(getattr(fd_config, "speculative_config", None), "method", None) is not None
+            self.real_bsz_to_captured_size = getattr(graph, "real_bsz_to_captured_size", {})
             self.full_cuda_graph = graph.full_cuda_graph
             self.static_calls = []
             self._decode_expected_sequence = sorted(self.cudagraph_capture_sizes, reverse=True)
@@ -132,7 +136,10 @@ else:
 
         def __call__(self, **kwargs):
             forward_meta = kwargs["forward_meta"]
-            real_shape = forward_meta.ids_remove_padding.shape[0]
+            if self.speculative_decoding and all(self.real_bsz_to_captured_size.values()):
+                real_shape = self.real_bsz_to_captured_size[max(1, forward_meta.real_bsz)]
+            else:
+                real_shape = forward_meta.ids_remove_padding.shape[0]
             static_decode = not forward_meta.exist_prefill and self.full_cuda_graph and self.dy2st
             padded = self.real_shape_to_captured_size[real_shape]
             entry = self.concrete_size_entries.get((padded, False))

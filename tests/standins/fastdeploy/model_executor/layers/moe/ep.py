@@ -1,5 +1,8 @@
-"""Stand-in ep.py: DeepEPEngine (a @singleton), DeepEPBufferManager, EP runners. Hooks are called at once."""
+"""Stand-in ep.py (2.3 at 0df488c7, develop at e53f5184): DeepEPEngine (a @singleton), DeepEPBufferManager,
+EP runners. Hooks are called at once. 2.3 has no two-stage low-latency calls; develop's dispatch also takes
+quant_group_size and use_ue8m0."""
 import deep_ep_sim
+from fastdeploy import ERA
 
 
 def singleton(cls):
@@ -40,22 +43,35 @@ class DeepEPEngine:
         self.return_recv_hook = True  # tests flip this to model a misconfigured build
         DeepEPBufferManager.set_engine(self)
 
-    def low_latency_dispatch(self, hidden_states, topk_idx, expertwise_scale, use_fp8=False, quant_group_size=128):
+    def _dispatch(self, hidden_states, topk_idx, use_fp8):
         x, count, handle, _, hook = self.buffer.low_latency_dispatch(
             hidden_states, topk_idx, self.num_max_dispatch_tokens_per_rank, self.num_experts, use_fp8=use_fp8,
             async_finish=False, return_recv_hook=self.return_recv_hook)
         return x, count, handle, hook
-
-    def low_latency_dispatch_two_stage(self, hidden_states, topk_idx, topk_weights, expertwise_scale, use_fp8=False):
-        return self.low_latency_dispatch(hidden_states, topk_idx, expertwise_scale, use_fp8)
 
     def low_latency_combine(self, hidden_states, topk_idx, topk_weights, handle):
         out, _, hook = self.buffer.low_latency_combine(hidden_states, topk_idx, topk_weights, handle,
                                                        async_finish=False, return_recv_hook=self.return_recv_hook)
         return out, hook
 
-    def low_latency_combine_two_stage(self, hidden_states, topk_idx, topk_weights, dispatch_use_fp8, handle):
-        return self.low_latency_combine(hidden_states, topk_idx, topk_weights, handle)
+    if ERA == "2.3":
+
+        def low_latency_dispatch(self, hidden_states, topk_idx, expertwise_scale, use_fp8=False):
+            return self._dispatch(hidden_states, topk_idx, use_fp8)
+
+    else:
+
+        def low_latency_dispatch(self, hidden_states, topk_idx, expertwise_scale, use_fp8=False,
+                                 quant_group_size=128, use_ue8m0=False):
+            return self._dispatch(hidden_states, topk_idx, use_fp8)
+
+        def low_latency_dispatch_two_stage(self, hidden_states, topk_idx, topk_weights, expertwise_scale,
+                                           use_fp8=False, quant_group_size=128):
+            return self._dispatch(hidden_states, topk_idx, use_fp8)
+
+        def low_latency_combine_two_stage(self, hidden_states, topk_idx, topk_weights, dispatch_use_fp8,
+                                          quant_group_size, handle):
+            return self.low_latency_combine(hidden_states, topk_idx, topk_weights, handle)
 
     def clean_low_latency_buffer(self):
         self.buffer.clean_low_latency_buffer(self.num_max_dispatch_tokens_per_rank, self.hidden_size, self.num_experts)

@@ -1,4 +1,7 @@
-"""Stand-in MoEMethodBase.apply: phase from the model config; mixed mode cleans inline at the first MoE layer."""
+"""Stand-in MoEMethodBase.apply (2.3 at 0df488c7: (layer, x, gate); develop at e53f5184: + topk_ids_hookfunc,
+shared_experts, fc1_latent_proj, fc2_latent_proj): phase from the model config; mixed mode cleans inline at
+the first MoE layer (moe_layer_start_index)."""
+from fastdeploy import ERA
 from fastdeploy.model_executor.layers.moe.ep import EPDecoderRunner, EPPrefillRunner
 
 
@@ -9,7 +12,7 @@ class MoEMethodBase:
         self.ep_prefill_runner = EPPrefillRunner(**args)
         self.ep_decoder_runner = EPDecoderRunner(**args)
 
-    def apply(self, layer, x, gate):
+    def _apply(self, layer, x, gate):
         config = layer.fd_config
         first_moe_layer = layer.layer_idx == config.model_config.moe_layer_start_index
         mixed = config.scheduler_config.splitwise_role == "mixed"
@@ -20,6 +23,17 @@ class MoEMethodBase:
         if mixed and first_moe_layer:
             self.ep_decoder_runner.clean_low_latency_buffer()
         return self.apply_ep_decode(layer, x, gate)
+
+    if ERA == "2.3":
+
+        def apply(self, layer, x, gate):
+            return self._apply(layer, x, gate)
+
+    else:
+
+        def apply(self, layer, x, gate, topk_ids_hookfunc=None, shared_experts=None, fc1_latent_proj=None,
+                  fc2_latent_proj=None):
+            return self._apply(layer, x, gate)
 
     def apply_ep_prefill(self, layer, x, gate):
         return self.ep_prefill_runner.combine(self.ep_prefill_runner.dispatch(x, None, None), None, None)
