@@ -74,5 +74,5 @@ def init_like_fdconfig(graph: GraphOptimizationConfig, max_num_seqs: int, num_sp
     if ERA == "2.3":
         graph.init_with_cudagrpah_size(max_capture_size=min(512, max(graph.cudagraph_capture_sizes)))
     else:
-        graph.init_with_cudagrpah_size(max_capture_size=min(512, max(graph.cudagraph_capture_sizes)),
+        graph.init_with_cudagrpah_size(max_capture_size=min(512, max_num_seqs),
                                        num_speculative_tokens=num_speculative_tokens)
