@@ -11,9 +11,11 @@ from fastdeploy_cudagraph_ext import cli, deployment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, standins=False):
+def run_cli(*args, standins=None):
+    """`standins`: the stand-in era ("2.3", "develop") to put on the path as the installed FastDeploy."""
     env = dict(os.environ)
-    paths = [str(ROOT)] + ([str(ROOT / "tests" / "standins")] if standins else [])
+    standin_roots = [str(ROOT / "tests" / "standins" / f"fd-{standins}"), str(ROOT / "tests" / "standins")]
+    paths = [str(ROOT)] + (standin_roots if standins else [])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return subprocess.run([sys.executable, "-m", "fastdeploy_cudagraph_ext.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -64,15 +66,13 @@ def test_doctor_without_fastdeploy_reports_it_and_exits_zero():
     assert "c10 follows Paddle's stream" in report["c10"]["verdict"]
 
 
-def test_doctor_gives_each_patch_a_verdict_on_a_fastdeploy():
-    result = run_cli("doctor", standins=True)
+def test_doctor_gives_each_group_the_registrys_verdict_on_a_fastdeploy():
+    result = run_cli("doctor", standins="develop")
     assert result.returncode == 0, result.stderr
-    assert "capture_stream               would apply: FastDeploy 2.5/develop shape 'shape_and_mode_keyed'" in result.stdout
-    assert "xpu_mtp_capture_sizing       would apply: FastDeploy develop shape 'planned_loop'" in result.stdout
+    assert "capture_stream               applies: capture_stream: default: contract holds" in result.stdout
+    assert "xpu_mtp_capture_sizing: planned_loop" in result.stdout
 
 
-def test_doctor_reports_not_needed_where_fastdeploy_is_right(monkeypatch):
-    monkeypatch.setenv("FD_STANDIN_ERA", "2.3")
-    result = run_cli("doctor", standins=True)
-    assert "xpu_mtp_capture_sizing       not needed: FastDeploy 2.2/2.3/2.4/2.5 shape: this release's XPU runner " \
-           "captures no graphs" in result.stdout
+def test_doctor_reports_not_needed_where_fastdeploy_is_right():
+    result = run_cli("doctor", standins="2.3")
+    assert "xpu_mtp_capture_sizing: XPU captures no graphs on this line" in result.stdout

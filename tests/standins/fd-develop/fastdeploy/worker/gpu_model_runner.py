@@ -1,12 +1,11 @@
-"""Stand-in GPUModelRunner of develop (e53f5184): MTP capture warms int(size/(k+1)) requests with decode
-length (k+1)*2 and accept_all_drafts; initialize_forward_meta(self, is_dummy_or_profile_run=False)."""
+"""Stand-in GPUModelRunner of develop at e53f5184 (2026-04-15): MTP capture warms int(size/(k+1)) requests with
+decode length (k+1)*2 and accept_all_drafts; initialize_forward_meta(self, is_dummy_or_profile_run=False)."""
 from fastdeploy.worker.model_runner_base import ModelRunnerBase, sot_warmup_guard
 
 
 class GPUModelRunner(ModelRunnerBase):
     def __init__(self, fd_config, device: str, device_id: int, rank: int, local_rank: int):
         super().__init__(fd_config, device)
-        self.only_decode = False  # what the ranks agreed for the next step (tests set it)
         self.fastdeploy_loop_ran = False  # tests check that FastDeploy's own loop runs on develop
 
     def _dummy_run(self, num_tokens, batch_size, expected_decode_len: int = 1, in_capturing: bool = False,
@@ -15,9 +14,7 @@ class GPUModelRunner(ModelRunnerBase):
                      in_capturing=in_capturing, accept_all_drafts=accept_all_drafts)
 
     def initialize_forward_meta(self, is_dummy_or_profile_run=False):
-        config = self.fd_config
-        if config.parallel_config.use_ep and config.scheduler_config.splitwise_role == "mixed":
-            config.model_config.moe_phase.phase = "decode" if self.only_decode else "prefill"
+        self._agree_phase()
 
     @sot_warmup_guard(True)
     def capture_model(self) -> None:

@@ -1,12 +1,11 @@
-"""Stand-in GPUModelRunner of 2.3 (0df488c7): MTP capture warms size/2 requests (k=1 only),
-initialize_forward_meta(self) without is_dummy_or_profile_run."""
+"""Stand-in GPUModelRunner of 2.3 at 0df488c7 (2025-11-06): MTP capture warms size/2 requests (right for k=1
+only) and skips size 1; initialize_forward_meta(self) has no is_dummy_or_profile_run; _dummy_run has 7 parameters."""
 from fastdeploy.worker.model_runner_base import ModelRunnerBase, sot_warmup_guard
 
 
 class GPUModelRunner(ModelRunnerBase):
     def __init__(self, fd_config, device: str, device_id: int, rank: int, local_rank: int):
         super().__init__(fd_config, device)
-        self.only_decode = False  # what the ranks agreed for the next step (tests set it)
 
     def _dummy_run(self, num_tokens, batch_size, expected_decode_len: int = 1, in_capturing: bool = False,
                    capture_prefill: bool = False, accept_all_drafts: bool = False, reject_all_drafts: bool = False):
@@ -14,9 +13,7 @@ class GPUModelRunner(ModelRunnerBase):
                      in_capturing=in_capturing, accept_all_drafts=accept_all_drafts)
 
     def initialize_forward_meta(self):
-        config = self.fd_config
-        if config.parallel_config.use_ep and config.scheduler_config.splitwise_role == "mixed":
-            config.model_config.moe_phase.phase = "decode" if self.only_decode else "prefill"
+        self._agree_phase()
 
     @sot_warmup_guard(True)
     def capture_model(self) -> None:

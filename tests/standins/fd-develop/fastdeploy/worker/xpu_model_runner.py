@@ -1,4 +1,4 @@
-"""Stand-in XPUModelRunner of develop (e53f5184, graphs since #6152): a ModelRunnerBase (not a GPUModelRunner);
+"""Stand-in XPUModelRunner of develop at e53f5184 (2026-04-15; graphs since #6152): a ModelRunnerBase (not a GPUModelRunner);
 capture_model warms every size with batch_size = size and decode length 1 (no MTP branch, no
 sot_warmup_guard); _dummy_run(num_tokens, batch_size, expected_decode_len=1, in_capturing=False)."""
 from fastdeploy.worker.model_runner_base import ModelRunnerBase

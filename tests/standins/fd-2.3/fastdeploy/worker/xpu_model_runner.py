@@ -1,4 +1,4 @@
-"""Stand-in XPUModelRunner of 2.3 (0df488c7): a ModelRunnerBase; capture_model only logs that XPU has no
+"""Stand-in XPUModelRunner of 2.3 at 0df488c7 (2025-11-06): a ModelRunnerBase; capture_model only logs that XPU has no
 graphs; _dummy_run(num_tokens, batch_size, in_capturing)."""
 from fastdeploy.worker.model_runner_base import ModelRunnerBase
 
