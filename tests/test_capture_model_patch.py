@@ -144,3 +144,22 @@ def test_xpu_non_mtp_capture_stays_fastdeploys(fd_era):
     runner = xpu_runner_for(make_fd_config(k=0, max_num_seqs=4, sizes=(1, 2, 4)))
     runner.capture_model()
     assert [(r["batch_size"], r["num_tokens"]) for r in runner.dummy_runs] == [(4, 2048), (2, 2048), (1, 2048)]
+
+
+@pytest.mark.parametrize("fd_era", ["2.4"], indirect=True)  # #5670: size/(k+1) loop, sizes not scaled upstream
+def test_2_4_runs_fastdeploys_own_loop_on_sizes_made_multiples_of_k_plus_1(fd_era):
+    ext.activate()
+    runner = runner_for(make_fd_config(k=2, max_num_seqs=16, sizes=(1, 2, 4, 8, 16)))  # FastDeploy's ladder
+    sizes = sorted(runner.cudagraph_capture_sizes, reverse=True)
+    assert sizes and all(s % 3 == 0 for s in sizes)
+    runner.capture_model()
+    assert runner.fastdeploy_loop_ran  # not replaced: FastDeploy keeps its OOM / error-700 hints
+    assert captured(runner) == [(s // 3, 5, True) for s in sizes]  # FastDeploy's own decode length 2k+1
+
+
+def test_sizes_changed_after_the_runner_was_built_stop_the_capture(fd_era):
+    ext.activate()
+    runner = runner_for(make_fd_config(k=1, max_num_seqs=8, sizes=(2, 4, 8, 16) if fd_era == "2.3" else (1, 2, 4, 8)))
+    runner.cudagraph_capture_sizes = [*runner.cudagraph_capture_sizes, 10]
+    with pytest.raises(PlanError, match=r"runner capture sizes \[10\] are not in the plan"):
+        runner.capture_model()

@@ -83,3 +83,23 @@ def readme_row(line):
         if cells and cells[0] == line:
             return {g: re.sub(r"\s*\(.*", "", cell) for g, cell in zip(GROUPS, cells[1:4])}
     raise AssertionError(f"README's compatibility table has no row for {line}")
+
+
+STANDINS = ROOT / "tests" / "standins"
+
+
+@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"the FastDeploy mirror {MIRROR} is not on this machine")
+@pytest.mark.parametrize("era", ["2.3", "2.4", "develop"])
+def test_standins_have_the_real_shapes_of_the_release_they_model(era):
+    """Every patch gets the same verdict and variant on the stand-in tree as on the real commit it names."""
+    from fastdeploy_cudagraph_ext.compat import source_facts
+    from fastdeploy_cudagraph_ext.patch import ALL_PATCHES
+    from fastdeploy_cudagraph_ext.registry import judge
+
+    standin = source_facts(STANDINS / f"fd-{era}")
+    commit = re.search(r"upstream commit ([0-9a-f]{40})", (STANDINS / f"fd-{era}" / "fastdeploy" / "__init__.py").read_text())
+    real = mirror_facts(commit.group(1))
+    for patch in ALL_PATCHES:
+        ours, theirs = judge(patch, standin), judge(patch, real)
+        assert (ours.verdict, ours.variant, ours.attributes) == (theirs.verdict, theirs.variant, theirs.attributes), \
+            patch.name
