@@ -44,16 +44,6 @@ def uses_cudagraph(fd_config: object) -> bool:
     return bool(getattr(getattr(fd_config, "graph_opt_config", None), "use_cudagraph", False))
 
 
-def scales_sizes_itself(fd_config: object) -> bool:
-    """2.6/develop (#7215/#7301): FDConfig's init_with_cudagrpah_size takes k and already scaled EVERY size
-    (the user's too) by k+1 before any runner exists; scaling them again would square the factor."""
-    rebuild = getattr(getattr(fd_config, "graph_opt_config", None), "init_with_cudagrpah_size", None)
-    try:
-        return rebuild is not None and "num_speculative_tokens" in inspect.signature(rebuild).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def is_mixed_expert_parallel(fd_config: object) -> bool:
     return uses_expert_parallel(fd_config) and splitwise_role(fd_config) == "mixed"
 
@@ -85,8 +75,9 @@ def plan_inputs(fd_config: object, round_sizes: bool = False, drop_oversize: boo
     k = speculative_tokens(fd_config)
     graph = getattr(fd_config, "graph_opt_config", None)
     sizes = list(getattr(graph, "cudagraph_capture_sizes", None) or [])
-    # Sizes FastDeploy already scaled by k+1 are final: validated as they are, never scaled again.
-    generated = not sizes or (not scales_sizes_itself(fd_config) and _generated_by_fastdeploy(sizes, k + 1))
+    # Never scaled again: sizes FastDeploy already scaled (2.5's ladder, 2.6/develop's every size) are either its
+    # ladder at scale k+1 (rebuilt identically) or user sizes, which the plan validates as they are.
+    generated = not sizes or _generated_by_fastdeploy(sizes, k + 1)
     user_sizes = None if generated else tuple(sizes)
     parallel = getattr(fd_config, "parallel_config", None)
     model = getattr(fd_config, "model_config", None)

@@ -105,6 +105,17 @@ def test_refusal_not_needed_by_the_deployment_lets_the_worker_start(fd_era, monk
     assert ext.is_active()
 
 
+@pytest.mark.standin  # needs a FastDeploy whose modules are not imported yet
+def test_import_finder_leaves_once_every_target_module_is_imported(fd_era):
+    from fastdeploy_cudagraph_ext.compat import TARGET_MODULES
+
+    ext.activate()
+    for module in TARGET_MODULES:
+        assert import_hooks._finder in __import__("sys").meta_path
+        importlib.import_module(module)
+    assert import_hooks._finder not in __import__("sys").meta_path
+
+
 def test_import_finder_leaves_once_every_target_is_settled(fd_era):
     from fd_configs import make_fd_config
 

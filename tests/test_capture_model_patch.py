@@ -139,6 +139,22 @@ def test_xpu_mtp_capture_plans_fastdeploys_default_sizes_with_k2(fd_era):
 
 
 @pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_xpu_runner_gets_the_plan_before_it_copies_the_sizes(fd_era):
+    """FastDeploy's unscaled default ladder (as 2.4's config leaves it) with k=2: the runner must copy the plan
+    [6, 3], not [8, 4, 2, 1] (the old plugin planned at capture time and raised 'not in the plan [6, 3]')."""
+    from fastdeploy.config import GraphOptimizationConfig
+
+    ext.activate()
+    fd_config = make_fd_config(k=2, max_num_seqs=2)
+    fd_config.graph_opt_config = GraphOptimizationConfig([1, 2, 4, 8])
+    fd_config.graph_opt_config.init_with_cudagrpah_size(max_capture_size=8)  # not scaled
+    runner = xpu_runner_for(fd_config)
+    assert runner.cudagraph_capture_sizes == [3, 6]
+    runner.capture_model()
+    assert [(r["batch_size"], r["expected_decode_len"]) for r in runner.dummy_runs] == [(2, 6), (1, 6)]
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
 def test_xpu_non_mtp_capture_stays_fastdeploys(fd_era):
     ext.activate()
     runner = xpu_runner_for(make_fd_config(k=0, max_num_seqs=4, sizes=(1, 2, 4)))

@@ -208,3 +208,13 @@ def test_refused_group_the_deployment_does_not_need_only_logs(fd_era, monkeypatc
     assert not reg.stopped
     assert ("group deepep_mixed: refused (ep_runner_inline_clean: EPRunner.clean_low_latency_buffer is missing); not "
             "needed for this deployment: expert parallelism is off or not in mixed mode") in caplog.text
+
+
+def test_a_patch_of_an_already_refused_group_is_not_applied_later(fd_era, monkeypatch):
+    moe = importlib.import_module(MOE)
+    original_apply = moe.MoEMethodBase.__dict__["apply"]
+    reg = registry()
+    _refuse_deepep_mixed(reg, monkeypatch)
+    report = reg.apply_to_module(APPLY, moe)  # FastDeploy imports the MoE module after the refusal
+    assert report.verdict is Verdict.REFUSED and report.detail == "group deepep_mixed refused"
+    assert moe.MoEMethodBase.__dict__["apply"] is original_apply

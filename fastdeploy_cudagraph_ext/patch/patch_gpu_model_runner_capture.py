@@ -9,7 +9,7 @@ import sys
 from typing import Callable, Mapping
 
 from ..capture_plan import CapturePlan, PlanError, build_plan
-from ..fd_config import install_capture_sizes, plan_inputs, scales_sizes_itself, speculative_tokens
+from ..fd_config import install_capture_sizes, plan_inputs, speculative_tokens
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
 from ..registry import NO_FACTS, Choice, Contract, ContractBroken, Patch
