@@ -288,8 +288,11 @@ class Registry:
             loaded = import_hooks.loaded_modules()
             loaded[patch.module] = module  # its body has just run (we may be called from its loader)
             targets = {p.module for p in self.patches.values()} & set(loaded)
-            facts = {name: f for name in targets if (f := _live_facts(loaded[name])) is not None}
-            report = judge(patch, facts, cls)
+            try:
+                facts = {name: f for name in targets if (f := _live_facts(loaded[name])) is not None}
+                report = judge(patch, facts, cls)
+            except Exception as error:  # noqa: BLE001 - we may be inside FastDeploy's import: record, never raise
+                report = PatchReport(patch.name, Verdict.REFUSED, f"could not judge: {type(error).__name__}: {error}")
             if report.verdict is Verdict.APPLIED:
                 if cls is None:  # source and live module disagree: trust the live one
                     report = PatchReport(patch.name, Verdict.REFUSED, f"{patch.module} has no class {patch.contract.cls}")
@@ -368,8 +371,8 @@ class Registry:
 
     def runner_built(self, runner_cls: str, fd_config: object) -> dict[str, object]:
         """Decide, from the real FDConfig, whether a refused group stops this worker; prepare applied patches."""
+        self._resolve_pending(runner_cls)  # outside the lock: the imports' own callbacks take it
         with self._lock:
-            self._resolve_pending(runner_cls)
             problems = []
             for group, why_refused in self.refused.items():
                 needed, why = self.needs[group].needed(fd_config)

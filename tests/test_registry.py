@@ -218,3 +218,14 @@ def test_a_patch_of_an_already_refused_group_is_not_applied_later(fd_era, monkey
     report = reg.apply_to_module(APPLY, moe)  # FastDeploy imports the MoE module after the refusal
     assert report.verdict is Verdict.REFUSED and report.detail == "group deepep_mixed refused"
     assert moe.MoEMethodBase.__dict__["apply"] is original_apply
+
+
+def test_an_error_while_judging_is_recorded_not_raised_into_fastdeploys_import(fd_era):
+    module = importlib.import_module(RUNNER)
+
+    def broken_choose(facts):
+        raise KeyError("marker")
+
+    broken = dataclasses.replace(CAPTURE, choose=broken_choose)
+    report = registry([broken]).apply_to_module(broken, module)
+    assert report.verdict is Verdict.REFUSED and report.detail == "could not judge: KeyError: 'marker'"

@@ -117,6 +117,6 @@ NEEDS: list[Need] = [Need("capture_stream", _graphs), Need("mtp_sizing", _mtp), 
 
 # Where the safe point is: the runner classes whose __init__ receives the real FDConfig.
 RUNNERS: dict[str, str] = {
-    patch_gpu_model_runner_capture.MODULE: "GPUModelRunner",
-    patch_xpu_model_runner_capture.MODULE: "XPUModelRunner",
+    "fastdeploy.worker.gpu_model_runner": "GPUModelRunner",
+    "fastdeploy.worker.xpu_model_runner": "XPUModelRunner",
 }
