@@ -13,9 +13,8 @@ from .fd_facts import ModuleFacts
 from .patch import ALL_PATCHES
 from .registry import GroupVerdict, group_verdicts_of
 
-CONFIG_MODULE = "fastdeploy.config"
-# Every module a patch targets, plus the config whose facts tell whether FastDeploy scales sizes itself.
-TARGET_MODULES: list[str] = sorted({p.module for p in ALL_PATCHES} | {CONFIG_MODULE})
+# Every module a patch targets or reads facts from (fastdeploy.config: does FastDeploy scale sizes itself?).
+TARGET_MODULES: list[str] = sorted({m for p in ALL_PATCHES for m in (p.module, *p.facts_from)})
 
 __all__ = ["GroupVerdict", "TARGET_MODULES", "group_verdicts", "installed_facts", "source_facts"]
 

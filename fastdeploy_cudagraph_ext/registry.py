@@ -80,6 +80,7 @@ class Patch:
     removal_plan: str
     build: BuildReplacements = field(compare=False, repr=False)
     choose: Callable[[Mapping[str, ModuleFacts]], Choice] = field(default=_one_variant, compare=False, repr=False)
+    facts_from: tuple[str, ...] = ()  # other modules whose facts `choose` reads (e.g. fastdeploy.config)
     on_runner_init: RunnerInitHook | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -287,7 +288,7 @@ class Registry:
             cls = resolve_class(getattr(module, patch.contract.cls, None), patch.contract.cls)
             loaded = import_hooks.loaded_modules()
             loaded[patch.module] = module  # its body has just run (we may be called from its loader)
-            targets = {p.module for p in self.patches.values()} & set(loaded)
+            targets = {patch.module, *patch.facts_from} & set(loaded)
             try:
                 facts = {name: f for name in targets if (f := _live_facts(loaded[name])) is not None}
                 report = judge(patch, facts, cls)

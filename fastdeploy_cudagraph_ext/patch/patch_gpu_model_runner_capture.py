@@ -136,5 +136,6 @@ PATCH = Patch(
     removal_plan="Remove once FastDeploy validates capture sizes against k+1 and the DeepEP cap at config time.",
     build=build,
     choose=choose,
+    facts_from=(CONFIG_MODULE,),
     on_runner_init=prepare_runner,
 )
