@@ -28,7 +28,7 @@ from .flags import Settings
 
 log = logging.getLogger("fastdeploy_cudagraph_ext")
 PATCH_MARKER = "__fastdeploy_cudagraph_ext_patch__"
-GATE_MARKER = "__fastdeploy_cudagraph_ext_gate__"
+GATE_MARKER = "runner_gate"  # the PATCH_MARKER value on a gated runner __init__
 
 
 class PatchRefused(RuntimeError):
@@ -149,14 +149,14 @@ def resolve_class(obj: object, name: str) -> type | None:
 
 
 # -- judging a contract (pure: the same code serves the worker, doctor and the per-release fixtures) --------
-def _class_methods(facts: ModuleFacts, name: str) -> dict[str, tuple[str, ...]] | None:
+def _class_methods(facts: ModuleFacts, name: str, seen: frozenset[str] = frozenset()) -> dict[str, tuple[str, ...]] | None:
     """Methods of a class from the module's facts, including bases defined in the same module."""
     cls = facts.classes.get(name)
-    if cls is None:
+    if cls is None or name in seen:  # `class A(other.A)` names a base elsewhere, not itself
         return None
     methods: dict[str, tuple[str, ...]] = {}
     for base in reversed(cls.bases):
-        methods.update(_class_methods(facts, base.rsplit(".", 1)[-1]) or {})
+        methods.update(_class_methods(facts, base.rsplit(".", 1)[-1], seen | {name}) or {})
     methods.update({m: f.params for m, f in cls.methods.items()})
     return methods
 

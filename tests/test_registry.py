@@ -229,3 +229,8 @@ def test_an_error_while_judging_is_recorded_not_raised_into_fastdeploys_import(f
     broken = dataclasses.replace(CAPTURE, choose=broken_choose)
     report = registry([broken]).apply_to_module(broken, module)
     assert report.verdict is Verdict.REFUSED and report.detail == "could not judge: KeyError: 'marker'"
+
+
+def test_a_base_named_like_its_subclass_is_not_followed_into_itself():
+    facts = {MOE: module_facts("import base\nclass MoEMethodBase(base.MoEMethodBase):\n    def apply(self, layer, x, gate): pass\n")}
+    assert judge(APPLY, facts).verdict is Verdict.APPLIED
