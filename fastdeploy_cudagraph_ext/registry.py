@@ -23,7 +23,7 @@ from types import MappingProxyType, ModuleType
 from typing import Callable, ContextManager, Mapping
 
 from . import fd_facts, fd_markers, import_hooks
-from .fd_facts import ClassFacts, ModuleFacts
+from .fd_facts import ModuleFacts
 from .flags import Settings
 
 log = logging.getLogger("fastdeploy_cudagraph_ext")
