@@ -103,3 +103,18 @@ def test_standins_have_the_real_shapes_of_the_release_they_model(era):
         ours, theirs = judge(patch, standin), judge(patch, real)
         assert (ours.verdict, ours.variant, ours.attributes) == (theirs.verdict, theirs.variant, theirs.attributes), \
             patch.name
+
+
+@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"the FastDeploy mirror {MIRROR} is not on this machine")
+def test_a_line_without_the_buffer_manager_still_gets_the_deepep_group():
+    """2.2.0 has no DeepEPBufferManager (fastdeploy-surface.md): 2.3's facts without it, as a stand-in for 2.2.0."""
+    import dataclasses
+
+    facts = mirror_facts(MIRROR_LINES["2.3"])
+    ep = "fastdeploy.model_executor.layers.moe.ep"
+    classes = {name: c for name, c in facts[ep].classes.items() if name != "DeepEPBufferManager"}
+    facts[ep] = dataclasses.replace(facts[ep], classes=classes)
+    deepep = next(v for v in group_verdicts(facts) if v.group == "deepep_mixed")
+    assert deepep.verdict == "applies"
+    assert ("deepep_buffer_manager_clean: no fastdeploy.model_executor.layers.moe.ep:DeepEPBufferManager: 2.2.0 has "
+            "no buffer manager, so nothing calls its clean") in deepep.reason
