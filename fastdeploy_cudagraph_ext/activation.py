@@ -1,9 +1,9 @@
-"""Turning the plugin on in a FastDeploy process: flag, entry point, idempotent activate/deactivate.
+"""Turning the plugin on in a FastDeploy process: flags read once, then registry, then patches.
 
 FastDeploy calls `register()` (entry point group `fastdeploy.model_register_plugins`) once per
-process when it imports its model zoo; every worker does so before loading a model, so the
-patches are in place before capture_model(). Offline `fastdeploy.LLM` users may call
-`activate()` directly.
+process when it imports its model zoo; every worker does so before building its model runner, so
+the patches are in place before capture_model(). Offline `fastdeploy.LLM` users may call
+`activate()` directly. Data flows one way: nothing below calls back into this module.
 """
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import sys
 import threading
 
 from . import deepep_protocol, flags, import_hooks
-from .patch import ALL_PATCHES
-from .registry import PatchRefused, PatchReport, Registry, Verdict
+from .patch import ALL_PATCHES, NEEDS, RUNNERS
+from .registry import PatchReport, Registry
 
 log = logging.getLogger("fastdeploy_cudagraph_ext")
 _lock = threading.RLock()
 _registry: Registry | None = None
-_active = False
 
 
 def _ensure_visible_logging() -> None:
@@ -31,61 +30,46 @@ def _ensure_visible_logging() -> None:
         log.propagate = False
 
 
-def registry() -> Registry:
-    global _registry
-    with _lock:
-        if _registry is None:
-            _registry = Registry(ALL_PATCHES)
-        return _registry
-
-
-def _refuse(report: PatchReport) -> None:
-    """One refused patch undoes all: a worker never runs half-patched."""
-    deactivate()
-    raise PatchRefused(
-        f"{report.line()}. fastdeploy-cudagraph-ext reverted every patch and stops this worker; unset "
-        f"FD_CUDAGRAPH_EXT to serve without the plugin."
-    )
+def registry() -> Registry | None:
+    """This process's registry while the plugin is active (None before activation and after deactivate())."""
+    return _registry
 
 
 def is_active() -> bool:
-    return _active
+    return _registry is not None and not _registry.stopped
 
 
-def activate(force: bool | None = None) -> list[PatchReport]:
+def activate(settings: flags.Settings | None = None) -> list[PatchReport]:
     """Apply every patch now or when FastDeploy imports its module. Idempotent and thread-safe."""
-    global _active
+    global _registry
     with _lock:
-        settings = flags.read_all()
-        reg = registry()
-        if _active:
-            return [reg.reports[name] for name in reg.patches if name in reg.reports]
+        if _registry is not None:
+            return [_registry.reports[name] for name in _registry.patches if name in _registry.reports]
         _ensure_visible_logging()
-        reg.arm(force=settings[flags.FORCE] if force is None else force, on_refusal=_refuse)
-        _active = True
+        _registry = Registry(ALL_PATCHES, NEEDS, RUNNERS, settings or flags.read_settings())
         try:
-            for patch in reg.patches.values():
-                report = reg.apply_when_imported(patch)
-                if report.verdict is Verdict.WAITING:
-                    log.info(report.line())
+            _registry.watch_runners()  # the safe point first: its gate sits under every runner patch
+            for patch in _registry.patches.values():
+                _registry.apply_when_imported(patch)
         except BaseException:
             deactivate()
             raise
-        return [reg.reports[name] for name in reg.patches]
+        return [_registry.reports[name] for name in _registry.patches]
 
 
 def deactivate() -> None:
     """Revert every applied patch to FastDeploy's exact original objects and forget pending ones."""
-    global _active
+    global _registry
     with _lock:
         import_hooks.cancel_all()
         if _registry is not None:
             _registry.revert_all()
+        _registry = None
         deepep_protocol.reset_protocol()
-        _active = False
 
 
 def register() -> None:
-    """Entry point: FastDeploy calls this in every process; the flag decides (bad values fail startup)."""
-    if flags.read_bool(flags.ENABLE):
-        activate()
+    """Entry point: FastDeploy calls this in every process; the flags decide (bad values fail startup)."""
+    settings = flags.read_settings()
+    if settings.enable:
+        activate(settings)

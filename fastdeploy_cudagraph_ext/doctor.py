@@ -148,10 +148,9 @@ def probe_paddle(env: dict[str, str] | None = None) -> tuple[dict | None, dict |
 
 def _group_verdicts(root: Path | None) -> list:
     """The registry's per-group verdicts (the contracts module), for the installed FastDeploy or a checkout."""
-    from . import compat  # noqa: PLC0415 - provided by the feature-group contracts (issue 8)
-    from .fd_facts import tree_facts
+    from . import compat  # noqa: PLC0415 - imports the patches, which doctor needs only here
 
-    facts = compat.installed_facts() if root is None else tree_facts(root, compat.TARGET_MODULES)
+    facts = compat.installed_facts() if root is None else compat.source_facts(root)
     return compat.group_verdicts(facts)
 
 

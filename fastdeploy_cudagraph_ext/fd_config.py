@@ -40,6 +40,10 @@ def uses_expert_parallel(fd_config: object) -> bool:
     return int(getattr(parallel, "expert_parallel_size", 1) or 1) > 1
 
 
+def uses_cudagraph(fd_config: object) -> bool:
+    return bool(getattr(getattr(fd_config, "graph_opt_config", None), "use_cudagraph", False))
+
+
 def is_mixed_expert_parallel(fd_config: object) -> bool:
     return uses_expert_parallel(fd_config) and splitwise_role(fd_config) == "mixed"
 
@@ -71,6 +75,8 @@ def plan_inputs(fd_config: object, round_sizes: bool = False, drop_oversize: boo
     k = speculative_tokens(fd_config)
     graph = getattr(fd_config, "graph_opt_config", None)
     sizes = list(getattr(graph, "cudagraph_capture_sizes", None) or [])
+    # Never scaled again: sizes FastDeploy already scaled (2.5's ladder, 2.6/develop's every size) are either its
+    # ladder at scale k+1 (rebuilt identically) or user sizes, which the plan validates as they are.
     generated = not sizes or _generated_by_fastdeploy(sizes, k + 1)
     user_sizes = None if generated else tuple(sizes)
     parallel = getattr(fd_config, "parallel_config", None)

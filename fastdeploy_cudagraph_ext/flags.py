@@ -1,22 +1,25 @@
-"""Environment flags that switch the plugin on and widen what it accepts.
+"""Environment flags, read ONCE per process at activation into a `Settings` passed down to the patches.
 
-Read at activation time (in every worker), never at import time, so a server
-started with the flag gets it in every process FastDeploy spawns.
+Read in every worker (FastDeploy calls our entry point there), never at import time, so a server
+started with the flag gets it in every process it spawns.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Mapping
 
 ENABLE = "FD_CUDAGRAPH_EXT"
-FORCE = "FD_CUDAGRAPH_EXT_FORCE"
 # Keep going when a decode capture size exceeds DeepEP's token cap by dropping it (with a warning).
 DROP_OVERSIZE = "FD_CUDAGRAPH_EXT_DROP_OVERSIZE"
 # Round user capture sizes that are not multiples of k+1 (with a warning) instead of failing.
 ROUND_SIZES = "FD_CUDAGRAPH_EXT_ROUND_SIZES"
 # Clean DeepEP's low-latency buffer eagerly before EVERY decode step, not only at prefill->decode.
 CLEAN_EVERY_DECODE = "FD_CUDAGRAPH_EXT_CLEAN_EVERY_DECODE"
+# Retired: patches now check contracts, and a refused group stops only a deployment that needs it.
+RETIRED_FORCE = "FD_CUDAGRAPH_EXT_FORCE"
 
-ALL_FLAGS = (ENABLE, FORCE, DROP_OVERSIZE, ROUND_SIZES, CLEAN_EVERY_DECODE)
+ALL_FLAGS = (ENABLE, DROP_OVERSIZE, ROUND_SIZES, CLEAN_EVERY_DECODE)
 
 TRUE_VALUES = ("1", "true", "yes", "on")
 FALSE_VALUES = ("0", "false", "no", "off", "")
@@ -26,7 +29,17 @@ class FlagError(ValueError):
     """An environment flag holds a value we cannot interpret."""
 
 
-def read_bool(name: str, environ: dict[str, str] | None = None) -> bool:
+@dataclass(frozen=True)
+class Settings:
+    """Every flag, parsed once; patches get this object, never the environment."""
+
+    enable: bool = False
+    drop_oversize: bool = False
+    round_sizes: bool = False
+    clean_every_decode: bool = False
+
+
+def read_bool(name: str, environ: Mapping[str, str] | None = None) -> bool:
     """Parse a boolean flag; unset means False, anything unrecognised is an error."""
     env = os.environ if environ is None else environ
     raw = env.get(name)
@@ -44,6 +57,14 @@ def read_bool(name: str, environ: dict[str, str] | None = None) -> bool:
     )
 
 
-def read_all(environ: dict[str, str] | None = None) -> dict[str, bool]:
+def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse every flag at once so a bad value anywhere fails startup, not a later step."""
-    return {name: read_bool(name, environ) for name in ALL_FLAGS}
+    env = os.environ if environ is None else environ
+    if env.get(RETIRED_FORCE) is not None:
+        raise FlagError(
+            f"{RETIRED_FORCE} is no longer supported: each patch now checks only the FastDeploy names it uses, and "
+            f"a feature group that does not fit stops a worker only when the deployment needs it. Unset "
+            f"{RETIRED_FORCE}; if a worker still refuses, its log names the missing FastDeploy symbol."
+        )
+    return Settings(enable=read_bool(ENABLE, env), drop_oversize=read_bool(DROP_OVERSIZE, env),
+                    round_sizes=read_bool(ROUND_SIZES, env), clean_every_decode=read_bool(CLEAN_EVERY_DECODE, env))

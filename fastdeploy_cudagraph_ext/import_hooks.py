@@ -3,6 +3,8 @@
 Patches must never import FastDeploy modules themselves: FastDeploy calls our plugin
 from inside its own import of the model zoo, and some targets (the XPU runner) cannot
 even be imported on a GPU build. So each patch waits for FastDeploy to import its target.
+Callbacks must not raise (the registry records refusals instead): they run inside other
+modules' imports. The finder leaves sys.meta_path as soon as nothing is pending.
 """
 from __future__ import annotations
 
@@ -66,6 +68,8 @@ _finder = _PostImportFinder()
 def _fire(name: str, module: ModuleType) -> None:
     with _lock:
         callbacks = _pending.pop(name, [])
+        if not _pending and _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)  # every target seen: no more work on unrelated imports
     for callback in callbacks:
         callback(module)
 
@@ -96,9 +100,10 @@ def fire_if_ready() -> None:
         _fire(name, sys.modules[name])
 
 
-def pending() -> list[str]:
-    with _lock:
-        return sorted(_pending)
+def loaded_modules() -> dict[str, ModuleType]:
+    """Modules whose import has finished (a module still executing its body is not loaded yet)."""
+    return {name: module for name, module in list(sys.modules.items())
+            if module is not None and _is_initialized(module)}
 
 
 def cancel_all() -> None:

@@ -1,77 +1,114 @@
-"""Patch registry: what each patch changes in FastDeploy, on which shapes, and how to undo it.
+"""Patch registry: contracts, feature groups, apply/revert, and the one safe point where refusals surface.
 
-A patch names the FastDeploy symbols it replaces (`module:Class.attr`) and carries its
-Why / How / Related upstream PR / Removal plan. Which FastDeploy shapes it accepts is data
-(`patches/*.json`, one file per release line): a shape is a set of method signatures the
-installed class must have. Applying is all-or-nothing per patch and revert puts back the
-exact original objects.
+A patch declares a CONTRACT: the FastDeploy methods it wraps (must exist), the attributes it adds, and
+the parameter names it passes or reads by name (must be in the signature). Everything it only passes
+through is tolerated, so a parameter FastDeploy adds never refuses it. Behavioural variants are picked
+from markers (facts of the source), never from an unrelated method's presence.
+
+Patches belong to feature GROUPS that apply all-or-nothing and are reverted alone. A refusal is only
+recorded where it happens (often inside FastDeploy's own import); it surfaces when a model runner is
+built, the first point at which the real FDConfig says whether this deployment needs the group.
 """
 from __future__ import annotations
 
 import enum
 import functools
+import importlib
 import inspect
 import logging
 import threading
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Callable, ContextManager
+from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import Callable, ContextManager, Mapping
 
-from . import import_hooks
-from .release_lines import ReleaseLine, ShapeSpec, load_release_lines
+from . import fd_facts, fd_markers, import_hooks
+from .fd_facts import ModuleFacts
+from .flags import Settings
 
 log = logging.getLogger("fastdeploy_cudagraph_ext")
-
-# Replacement attributes for a target class, given the class and the matched shape name.
-BuildReplacements = Callable[[type, str], dict[str, object]]
-
 PATCH_MARKER = "__fastdeploy_cudagraph_ext_patch__"
+GATE_MARKER = "runner_gate"  # the PATCH_MARKER value on a gated runner __init__
 
 
 class PatchRefused(RuntimeError):
-    """The installed FastDeploy does not have a shape this patch was checked against."""
+    """A feature group this deployment needs does not fit the installed FastDeploy."""
+
+
+class ContractBroken(Exception):
+    """Raised by a patch's variant chooser: the facts match no variant the patch knows."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    cls: str
+    wraps: tuple[str, ...] = ()  # replaced; must exist
+    wraps_if_present: tuple[str, ...] = ()  # replaced where this line has them (e.g. two-stage DeepEP calls)
+    adds: tuple[str, ...] = ()  # added; a FastDeploy that defines them itself needs no patch
+    uses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # method -> names passed or read by name
+    optional_class: str = ""  # why a line without the class needs no patch ("" = the class is required)
+
+
+@dataclass(frozen=True)
+class Choice:
+    variant: str | None  # None: not needed on this FastDeploy
+    reason: str
+
+
+NO_FACTS = ModuleFacts()  # a module without readable source: no markers, so variant choosers refuse
+
+
+def _one_variant(facts: Mapping[str, ModuleFacts]) -> Choice:
+    return Choice("default", "contract holds")
+
+
+# build(cls, variant, settings) -> {attribute: replacement}
+BuildReplacements = Callable[[type, str, Settings], dict[str, object]]
+# on_runner_init(fd_config, settings) -> {attribute: value} set on the runner after FastDeploy's __init__
+RunnerInitHook = Callable[[object, Settings], dict[str, object]]
 
 
 @dataclass(frozen=True)
 class Patch:
     name: str
-    symbols: tuple[str, ...]  # "module:Class.attr", all on one class
+    group: str
+    module: str
+    contract: Contract
     why: str
     how: str
     related_pr: str
     removal_plan: str
     build: BuildReplacements = field(compare=False, repr=False)
+    choose: Callable[[Mapping[str, ModuleFacts]], Choice] = field(default=_one_variant, compare=False, repr=False)
+    facts_from: tuple[str, ...] = ()  # other modules whose facts `choose` reads (e.g. fastdeploy.config)
+    on_runner_init: RunnerInitHook | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         missing = [f for f in ("why", "how", "related_pr", "removal_plan") if not getattr(self, f).strip()]
         if missing:
             raise ValueError(f"patch {self.name!r} lacks metadata: {', '.join(missing)}")
-        if not self.symbols:
-            raise ValueError(f"patch {self.name!r} names no FastDeploy symbol")
-        owners = {s.rsplit(".", 1)[0] for s in self.symbols}
-        if len(owners) != 1 or any(":" not in s for s in self.symbols):
-            raise ValueError(f"patch {self.name!r}: symbols must be 'module:Class.attr' on one class, got {self.symbols}")
+        if not (self.contract.wraps or self.contract.adds or self.contract.wraps_if_present):
+            raise ValueError(f"patch {self.name!r} changes no FastDeploy attribute")
 
     @property
-    def module(self) -> str:
-        return self.symbols[0].split(":", 1)[0]
+    def symbols(self) -> tuple[str, ...]:
+        c = self.contract
+        return tuple(f"{self.module}:{c.cls}.{a}" for a in (*c.wraps, *c.wraps_if_present, *c.adds))
 
-    @property
-    def class_name(self) -> str:
-        return self.symbols[0].split(":", 1)[1].split(".", 1)[0]
 
-    @property
-    def attributes(self) -> tuple[str, ...]:
-        return tuple(s.rsplit(".", 1)[1] for s in self.symbols)
+@dataclass(frozen=True)
+class Need:
+    """Whether a deployment needs a group, decided from the real FDConfig: (needed, why)."""
+
+    group: str
+    needed: Callable[[object], tuple[bool, str]]
 
 
 class Verdict(str, enum.Enum):
     APPLIED = "applied"
-    FORCED = "applied (forced)"
     NOT_NEEDED = "not needed"
     REFUSED = "refused"
     WAITING = "waiting for FastDeploy to import its module"
-    ABSENT = "target not installed"
 
 
 @dataclass
@@ -79,6 +116,8 @@ class PatchReport:
     patch: str
     verdict: Verdict
     detail: str
+    variant: str | None = None
+    attributes: tuple[str, ...] = ()
 
     def line(self) -> str:
         return f"fastdeploy-cudagraph-ext: patch {self.patch}: {self.verdict.value} ({self.detail})"
@@ -95,32 +134,6 @@ def within(original: Callable, context: Callable[[object], ContextManager]) -> C
     return method
 
 
-def signature_of(func: object) -> tuple[str, ...]:
-    """Parameter names as written, with * and ** marking variadics: ('self', 'entry', '**kwargs')."""
-    try:
-        params = inspect.signature(func).parameters.values()  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return ("<no signature>",)
-    prefix = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
-    return tuple(prefix.get(p.kind, "") + p.name for p in params)
-
-
-def shape_differences(cls: type, spec: ShapeSpec) -> list[str]:
-    """Empty when `cls` has every method of `spec` with exactly the expected parameters."""
-    diffs = [f"{cls.__name__}.{method} exists (a newer shape)" for method in spec.absent if hasattr(cls, method)]
-    for method, expected in spec.methods.items():
-        found = getattr(cls, method, None)
-        if found is None:
-            diffs.append(f"{cls.__name__}.{method} is missing")
-            continue
-        if expected is None:  # decorated in FastDeploy without functools.wraps: presence is all we can check
-            continue
-        found_sig = signature_of(getattr(found, "__wrapped__", found))
-        if found_sig != tuple(expected):
-            diffs.append(f"{cls.__name__}.{method}({', '.join(found_sig)}) != expected ({', '.join(expected)})")
-    return diffs
-
-
 def resolve_class(obj: object, name: str) -> type | None:
     """The class behind `obj`: itself, or the class a decorator such as FastDeploy's @singleton closes over."""
     if isinstance(obj, type):
@@ -135,114 +148,267 @@ def resolve_class(obj: object, name: str) -> type | None:
     return None
 
 
+# -- judging a contract (pure: the same code serves the worker, doctor and the per-release fixtures) --------
+def _class_methods(facts: ModuleFacts, name: str, seen: frozenset[str] = frozenset()) -> dict[str, tuple[str, ...]] | None:
+    """Methods of a class from the module's facts, including bases defined in the same module."""
+    cls = facts.classes.get(name)
+    if cls is None or name in seen:  # `class A(other.A)` names a base elsewhere, not itself
+        return None
+    methods: dict[str, tuple[str, ...]] = {}
+    for base in reversed(cls.bases):
+        methods.update(_class_methods(facts, base.rsplit(".", 1)[-1], seen | {name}) or {})
+    methods.update({m: f.params for m, f in cls.methods.items()})
+    return methods
+
+
+def _live_methods(cls: type) -> dict[str, tuple[str, ...]]:
+    """Methods of a live class with their parameters (inherited ones too, where the source has no facts)."""
+    out = {}
+    for name in dir(cls):
+        attr = inspect.getattr_static(cls, name, None)
+        func = getattr(attr, "__func__", attr)
+        if callable(func):
+            try:
+                sig = inspect.signature(inspect.unwrap(func))
+            except (TypeError, ValueError):
+                continue
+            out[name] = tuple(p.name for p in sig.parameters.values())
+    return out
+
+
+def _names(params: tuple[str, ...]) -> set[str]:
+    return {p.lstrip("*").rstrip("=") for p in params if p != "*"}
+
+
+def judge(patch: Patch, facts: Mapping[str, ModuleFacts], live_cls: type | None = None) -> PatchReport:
+    """The verdict of `patch` on a FastDeploy described by `facts` (and, in a worker, the live class)."""
+    c = patch.contract
+    module = facts.get(patch.module)
+    methods = _class_methods(module, c.cls) if module is not None else None
+    if live_cls is not None:  # what exists is the live class; signatures from its source where it has them
+        source = methods or {}
+        methods = {name: source.get(name, params) for name, params in _live_methods(live_cls).items()}
+    where = f"{patch.module}:{c.cls}"
+    if methods is None:
+        if c.optional_class:
+            return PatchReport(patch.name, Verdict.NOT_NEEDED, f"no {where}: {c.optional_class}")
+        return PatchReport(patch.name, Verdict.REFUSED, f"{where} not found in this FastDeploy")
+    defined = [a for a in c.adds if a in methods]
+    if defined:
+        return PatchReport(patch.name, Verdict.NOT_NEEDED, f"FastDeploy defines {c.cls}.{', '.join(defined)} itself")
+    missing = [f"{c.cls}.{m} is missing" for m in c.wraps if m not in methods]
+    if missing:
+        return PatchReport(patch.name, Verdict.REFUSED, "; ".join(missing))
+    try:
+        choice = patch.choose(facts)
+    except ContractBroken as broken:
+        return PatchReport(patch.name, Verdict.REFUSED, str(broken))
+    if choice.variant is None:  # before the names it uses: a patch that is not needed calls nothing
+        return PatchReport(patch.name, Verdict.NOT_NEEDED, choice.reason)
+    problems = []
+    for method, used in c.uses.items():
+        if method not in methods:
+            problems.append(f"{c.cls}.{method} is missing")
+            continue
+        absent = [u for u in used if u not in _names(methods[method])]
+        if absent:
+            problems.append(f"{c.cls}.{method}({', '.join(methods[method])}) lacks {', '.join(absent)}")
+    if problems:
+        return PatchReport(patch.name, Verdict.REFUSED, "; ".join(problems))
+    attributes = (*c.wraps, *(m for m in c.wraps_if_present if m in methods), *c.adds)
+    return PatchReport(patch.name, Verdict.APPLIED, f"{choice.variant}: {choice.reason}", choice.variant, attributes)
+
+
+@dataclass(frozen=True)
+class GroupVerdict:
+    group: str
+    verdict: str  # "applies" | "not needed" | "refused"
+    reason: str
+
+
+def group_verdict(group: str, reports: list[PatchReport]) -> GroupVerdict:
+    details = "; ".join(f"{r.patch}: {r.detail}" for r in reports)
+    if any(r.verdict is Verdict.REFUSED for r in reports):
+        refused = "; ".join(f"{r.patch}: {r.detail}" for r in reports if r.verdict is Verdict.REFUSED)
+        return GroupVerdict(group, "refused", refused)
+    if reports and all(r.verdict is Verdict.NOT_NEEDED for r in reports):
+        return GroupVerdict(group, "not needed", details)
+    return GroupVerdict(group, "applies", details)
+
+
+# -- the registry of one process ------------------------------------------------------------------------------
+_MISSING = object()
+
+
 @dataclass
 class _Applied:
     cls: type
     originals: dict[str, object]
 
 
-_MISSING = object()
+def _live_facts(module: ModuleType) -> ModuleFacts | None:
+    facts = fd_facts.live_module_facts(module)
+    if facts is None:
+        return None
+    return fd_markers.complete(facts, Path(module.__file__).read_text(encoding="utf-8"))
 
 
 class Registry:
     """The patches known to the plugin and what happened to each in this process."""
 
-    def __init__(self, patches: list[Patch], lines: list[ReleaseLine] | None = None) -> None:
+    def __init__(self, patches: list[Patch], needs: list[Need], runners: Mapping[str, str],
+                 settings: Settings = Settings()) -> None:
         names = [p.name for p in patches]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate patch names: {names}")
+        unknown = {p.group for p in patches} - {n.group for n in needs}
+        if unknown:
+            raise ValueError(f"groups without a need rule: {sorted(unknown)}")
         self.patches = {p.name: p for p in patches}
-        self.lines = load_release_lines() if lines is None else lines
+        self.needs = {n.group: n for n in needs}
+        self.runners = MappingProxyType(dict(runners))  # runner module -> class whose __init__ is the safe point
+        self.settings = settings
         self.reports: dict[str, PatchReport] = {}
-        self._applied: dict[str, _Applied] = {}
+        self.refused: dict[str, str] = {}  # group -> why
+        self.stopped = False
+        self._applied: dict[str, _Applied] = {}  # patch -> originals, in install order
+        self._gates: dict[str, _Applied] = {}  # runner module -> original __init__
         self._lock = threading.RLock()
-        self._force = False
-        self._on_refusal: Callable[[PatchReport], None] | None = None
 
-    # -- shape matching -------------------------------------------------------------
-    def match(self, patch: Patch, cls: type) -> tuple[str | None, str, list[str]]:
-        """(shape name or None, verdict text, differences) of `cls` against every release line, newest first."""
-        tried: list[str] = []
-        found: ShapeSpec | None = None
-        lines: list[str] = []
-        for line in reversed(self.lines):  # newest first: older shapes are often subsets of newer ones
-            spec = line.patches.get(patch.name)
-            if spec is None:
-                continue
-            if found is not None:
-                if spec == found:
-                    lines.append(line.name)
-                continue
-            diffs = shape_differences(cls, spec)
-            if diffs:
-                tried.append(f"{line.name}: " + "; ".join(diffs))
-            else:
-                found, lines = spec, [line.name]
-        if found is None:
-            return None, "", tried
-        where = "FastDeploy " + "/".join(reversed(lines))
-        if found.not_needed:
-            return None, f"{where} shape: {found.not_needed}", []
-        return found.shape, f"{where} shape '{found.shape}'", []
+    def group_members(self, group: str) -> list[Patch]:
+        return [p for p in self.patches.values() if p.group == group]
 
-    def closest_shape(self, patch: Patch) -> str | None:
-        """The newest release line's applicable shape, used only under FD_CUDAGRAPH_EXT_FORCE."""
-        for line in reversed(self.lines):
-            spec = line.patches.get(patch.name)
-            if spec is not None and not spec.not_needed:
-                return spec.shape
-        return None
-
-    # -- apply / revert ---------------------------------------------------------------
+    # -- apply -----------------------------------------------------------------------------------------------
     def apply_to_module(self, patch: Patch, module: ModuleType) -> PatchReport:
         with self._lock:
             if patch.name in self._applied:
                 return self.reports[patch.name]
-            cls = resolve_class(getattr(module, patch.class_name, None), patch.class_name)
-            if cls is None:
-                report = PatchReport(patch.name, Verdict.REFUSED,
-                                     f"{patch.module} has no class {patch.class_name}; this FastDeploy is not one we checked")
-                return self._record_refusal(report)
-            shape, detail, diffs = self.match(patch, cls)
-            if shape is None and not diffs:
-                return self._record(PatchReport(patch.name, Verdict.NOT_NEEDED, detail))
-            verdict = Verdict.APPLIED
-            if shape is None:
-                differences = " | ".join(diffs)
-                if not self._force:
-                    return self._record_refusal(PatchReport(
-                        patch.name, Verdict.REFUSED,
-                        f"{patch.module}:{patch.class_name} matches no checked FastDeploy shape [{differences}]. "
-                        f"Use a FastDeploy release listed in README's compatibility table, or set "
-                        f"FD_CUDAGRAPH_EXT_FORCE=1 to apply anyway at your own risk"))
-                shape = self.closest_shape(patch)
-                if shape is None:
-                    return self._record_refusal(PatchReport(patch.name, Verdict.REFUSED, "no shape to force"))
-                verdict = Verdict.FORCED
-                detail = f"FORCED onto an unchecked shape as '{shape}' [{differences}]"
-                log.warning("fastdeploy-cudagraph-ext: %s: %s", patch.name, detail)
-            self._install(patch, cls, shape)
-            return self._record(PatchReport(patch.name, verdict, detail))
+            if patch.group in self.refused:
+                return self._record(PatchReport(patch.name, Verdict.REFUSED, f"group {patch.group} refused"))
+            cls = resolve_class(getattr(module, patch.contract.cls, None), patch.contract.cls)
+            loaded = import_hooks.loaded_modules()
+            loaded[patch.module] = module  # its body has just run (we may be called from its loader)
+            targets = {patch.module, *patch.facts_from} & set(loaded)
+            try:
+                facts = {name: f for name in targets if (f := _live_facts(loaded[name])) is not None}
+                report = judge(patch, facts, cls)
+            except Exception as error:  # noqa: BLE001 - we may be inside FastDeploy's import: record, never raise
+                report = PatchReport(patch.name, Verdict.REFUSED, f"could not judge: {type(error).__name__}: {error}")
+            if report.verdict is Verdict.APPLIED:
+                if cls is None:  # source and live module disagree: trust the live one
+                    report = PatchReport(patch.name, Verdict.REFUSED, f"{patch.module} has no class {patch.contract.cls}")
+                else:
+                    report = self._install(patch, cls, report)
+            if report.verdict is Verdict.REFUSED:
+                self._refuse_group(patch.group, report)
+            return self._record(report)
 
-    def _install(self, patch: Patch, cls: type, shape: str) -> None:
-        replacements = patch.build(cls, shape)
-        if set(replacements) != set(patch.attributes):
-            raise ValueError(f"patch {patch.name} built {sorted(replacements)}, declared {sorted(patch.attributes)}")
+    def _install(self, patch: Patch, cls: type, report: PatchReport) -> PatchReport:
+        """Install the replacements, or turn any failure into a recorded refusal (we may be inside an import)."""
+        try:
+            replacements = patch.build(cls, report.variant or "", self.settings)
+            if set(replacements) != set(report.attributes):
+                raise ValueError(f"built {sorted(replacements)}, its contract names {sorted(report.attributes)}")
+            self._applied[patch.name] = _Applied(cls, self._replace(cls, replacements, patch.name))
+        except Exception as error:  # noqa: BLE001 - recorded; surfaces at the runner gate
+            return PatchReport(patch.name, Verdict.REFUSED, f"could not apply: {type(error).__name__}: {error}")
+        return report
+
+    @classmethod
+    def _replace(cls_, cls: type, replacements: dict[str, object], marker: str) -> dict[str, object]:
         originals = {attr: cls.__dict__.get(attr, _MISSING) for attr in replacements}
         done: list[str] = []
         try:
             for attr, new in replacements.items():
                 try:
-                    setattr(new, PATCH_MARKER, patch.name)
+                    setattr(new, PATCH_MARKER, marker)
                 except AttributeError:
                     pass
                 setattr(cls, attr, new)
                 done.append(attr)
         except BaseException:
-            self._restore(cls, {a: originals[a] for a in done})
+            cls_._restore(cls, {a: originals[a] for a in done})
             raise
-        self._applied[patch.name] = _Applied(cls, originals)
+        return originals
 
+    def _refuse_group(self, group: str, report: PatchReport) -> None:
+        """All-or-nothing: a refused patch reverts the rest of its group (only its group)."""
+        self.refused.setdefault(group, f"{report.patch}: {report.detail}")
+        for member in reversed(self.group_members(group)):
+            if self.revert(member.name):
+                self._record(PatchReport(member.name, Verdict.REFUSED, f"reverted: group {group} refused"))
+
+    def apply_when_imported(self, patch: Patch) -> PatchReport:
+        """Apply now if FastDeploy already imported the target module, else as soon as it does."""
+        if import_hooks.when_imported(patch.module, lambda module: self.apply_to_module(patch, module)):
+            return self.reports[patch.name]
+        report = PatchReport(patch.name, Verdict.WAITING, f"{patch.module} not imported yet")
+        self.reports.setdefault(patch.name, report)
+        return report
+
+    def watch_runners(self) -> None:
+        """Put the safe point (a gate on each runner's __init__) in place when FastDeploy imports the runner."""
+        for module_name, cls_name in self.runners.items():
+            import_hooks.when_imported(module_name, functools.partial(self._install_gate, cls_name))
+
+    # -- the safe point ---------------------------------------------------------------------------------------
+    def _install_gate(self, cls_name: str, module: ModuleType) -> None:
+        with self._lock:
+            cls = getattr(module, cls_name, None)
+            if module.__name__ in self._gates or not isinstance(cls, type):
+                return
+            original = cls.__init__
+            registry = self
+
+            @functools.wraps(original)
+            def __init__(runner: object, *args: object, **kwargs: object) -> None:
+                fd_config = kwargs["fd_config"] if "fd_config" in kwargs else args[0]
+                attributes = registry.runner_built(cls_name, fd_config)
+                original(runner, *args, **kwargs)
+                for name, value in attributes.items():
+                    setattr(runner, name, value)
+
+            self._gates[module.__name__] = _Applied(cls, self._replace(cls, {"__init__": __init__}, GATE_MARKER))
+
+    def runner_built(self, runner_cls: str, fd_config: object) -> dict[str, object]:
+        """Decide, from the real FDConfig, whether a refused group stops this worker; prepare applied patches."""
+        self._resolve_pending(runner_cls)  # outside the lock: the imports' own callbacks take it
+        with self._lock:
+            problems = []
+            for group, why_refused in self.refused.items():
+                needed, why = self.needs[group].needed(fd_config)
+                if needed:
+                    problems.append(f"group {group} is refused ({why_refused}) and this deployment needs it ({why})")
+                else:
+                    log.info("fastdeploy-cudagraph-ext: group %s: refused (%s); not needed for this deployment: %s",
+                             group, why_refused, why)
+            if problems:
+                self.revert_all()
+                self.stopped = True
+                raise PatchRefused(
+                    "fastdeploy-cudagraph-ext stops this worker: " + " | ".join(problems)
+                    + ". Every patch was reverted. Use a FastDeploy release listed in README's compatibility table, "
+                    "or unset FD_CUDAGRAPH_EXT to serve without the plugin.")
+            attributes: dict[str, object] = {}
+            for name in self._applied:
+                patch = self.patches[name]
+                if patch.on_runner_init is not None and patch.contract.cls == runner_cls:
+                    attributes.update(patch.on_runner_init(fd_config, self.settings))
+            return attributes
+
+    def _resolve_pending(self, runner_cls: str) -> None:
+        """Every target module is now imported or known not to be: the other platform's runner never is."""
+        others = {m for m, c in self.runners.items() if c != runner_cls}
+        for name in sorted({p.module for p in self.patches.values()} - others):
+            if name not in import_hooks.loaded_modules():
+                try:
+                    importlib.import_module(name)  # FastDeploy's imports are complete: this only brings it forward
+                except Exception as error:  # noqa: BLE001 - a module this platform cannot import has nothing to patch
+                    log.info("fastdeploy-cudagraph-ext: %s is not importable in this worker (%s: %s); its patches "
+                             "are not needed here", name, type(error).__name__, error)
+        import_hooks.cancel_all()
+
+    # -- revert -----------------------------------------------------------------------------------------------
     @staticmethod
     def _restore(cls: type, originals: dict[str, object]) -> None:
         for attr, original in originals.items():
@@ -262,34 +428,23 @@ class Registry:
 
     def revert_all(self) -> None:
         with self._lock:
-            for name in list(self._applied):
+            for name in reversed(list(self._applied)):
                 self.revert(name)
+            for module in reversed(list(self._gates)):
+                gate = self._gates.pop(module)
+                self._restore(gate.cls, gate.originals)
             self.reports.clear()
 
-    def applied(self) -> list[str]:
-        return sorted(self._applied)
-
-    # -- bookkeeping -----------------------------------------------------------------
+    # -- bookkeeping ------------------------------------------------------------------------------------------
     def _record(self, report: PatchReport) -> PatchReport:
         self.reports[report.patch] = report
-        (log.warning if report.verdict is Verdict.FORCED else log.info)(report.line())
+        log.info(report.line())
         return report
 
-    def _record_refusal(self, report: PatchReport) -> PatchReport:
-        self._record(report)
-        if self._on_refusal is not None:
-            self._on_refusal(report)
-        return report
 
-    def arm(self, force: bool, on_refusal: Callable[[PatchReport], None] | None) -> None:
-        self._force = force
-        self._on_refusal = on_refusal
-
-    def apply_when_imported(self, patch: Patch) -> PatchReport:
-        """Apply now if FastDeploy already imported the target module, else as soon as it does."""
-        ran_now = import_hooks.when_imported(patch.module, lambda module: self.apply_to_module(patch, module))
-        if ran_now:
-            return self.reports[patch.name]
-        report = PatchReport(patch.name, Verdict.WAITING, f"{patch.module} not imported yet")
-        self.reports.setdefault(patch.name, report)
-        return report
+def group_verdicts_of(patches: list[Patch], facts: Mapping[str, ModuleFacts]) -> list[GroupVerdict]:
+    """Per group, what the registry would do on the FastDeploy these facts describe (no import)."""
+    groups: dict[str, list[PatchReport]] = {}
+    for patch in patches:
+        groups.setdefault(patch.group, []).append(judge(patch, facts))
+    return [group_verdict(group, reports) for group, reports in groups.items()]

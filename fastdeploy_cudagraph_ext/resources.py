@@ -1,11 +1,11 @@
-"""Data shipped beside the code: top-level `patches/` and `configs/` (inside the wheel as `_release_lines/`, `_configs/`)."""
+"""Data shipped beside the code: top-level `configs/` (inside the wheel as `_configs/`)."""
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
-_PACKAGED = {"patches": "_release_lines", "configs": "_configs"}
+_PACKAGED = {"configs": "_configs"}
 
 
 def data_files(folder: str, suffix: str = ".json") -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Test set-up: real FastDeploy when importable, else our stand-ins (tests/standins) for each era."""
+"""Test set-up: real FastDeploy when importable, else our stand-ins for each era (tests/standins/fd-<era>:
+one FastDeploy source tree per modelled release, each naming its upstream commit)."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,9 +12,13 @@ import pytest
 STANDINS = Path(__file__).parent / "standins"
 REAL_FASTDEPLOY = importlib.util.find_spec("fastdeploy") is not None
 ERAS = ["real"] if REAL_FASTDEPLOY else ["2.3", "develop"]
+DEFAULT_ERA = "develop"
 if not REAL_FASTDEPLOY:
-    sys.path.insert(0, str(STANDINS))
+    sys.path[:0] = [str(STANDINS / f"fd-{DEFAULT_ERA}"), str(STANDINS)]
 
+
+def era_root(era: str) -> Path:
+    return STANDINS / f"fd-{era}"
 
 
 def pytest_configure(config):
@@ -40,7 +45,7 @@ def fd_era(request, monkeypatch):
     import fastdeploy_cudagraph_ext as ext
 
     if request.param != "real":
-        monkeypatch.setenv("FD_STANDIN_ERA", request.param)
+        monkeypatch.syspath_prepend(str(era_root(request.param)))
         _purge_fastdeploy()
     yield request.param
     ext.deactivate()

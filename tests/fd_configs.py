@@ -1,12 +1,15 @@
-"""Building FastDeploy configs for tests from the stand-in (or real) config classes."""
+"""Building FastDeploy configs for tests from the stand-in (or real) config classes, as FDConfig would."""
 from types import SimpleNamespace
 
 
 def make_fd_config(k=1, max_num_seqs=8, sizes=(2, 4, 8, 16), ep=False, cap=128, role="mixed"):
-    from fastdeploy.config import GraphOptimizationConfig, MoEPhase
+    """`sizes` are what the user (or FastDeploy's ladder) gave; develop's FDConfig scales them by k+1 here."""
+    from fastdeploy.config import GraphOptimizationConfig, MoEPhase, init_like_fdconfig
 
+    graph = GraphOptimizationConfig(sizes)
+    init_like_fdconfig(graph, max_num_seqs, k)
     fd_config = SimpleNamespace(
-        graph_opt_config=GraphOptimizationConfig(sizes),
+        graph_opt_config=graph,
         scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs, max_num_batched_tokens=2048, splitwise_role=role),
         speculative_config=SimpleNamespace(method="mtp" if k else None, num_speculative_tokens=k),
         parallel_config=SimpleNamespace(use_ep=ep, expert_parallel_size=8 if ep else 1),

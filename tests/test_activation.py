@@ -8,6 +8,7 @@ import pytest
 
 import fastdeploy_cudagraph_ext as ext
 from fastdeploy_cudagraph_ext import activation
+from fastdeploy_cudagraph_ext import import_hooks
 from fastdeploy_cudagraph_ext.registry import PATCH_MARKER, PatchRefused, Verdict
 
 BACKEND = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
@@ -74,38 +75,56 @@ def test_revert_restores_added_attribute_by_deleting_it(fd_era):
     assert "clean_low_latency_buffer" not in ep.DeepEPBufferManager.__dict__
 
 
-def test_changed_signature_is_refused_and_nothing_stays_patched(fd_era, monkeypatch):
+def test_refusal_inside_an_import_is_recorded_and_surfaces_when_the_runner_is_built(fd_era, monkeypatch):
+    from fd_configs import make_fd_config
+
     backend = importlib.import_module(BACKEND)
     runner = importlib.import_module("fastdeploy.worker.gpu_model_runner")
-    original_init = runner.GPUModelRunner.__dict__["__init__"]
-
-    def changed(self, fd_config, runnable, extra):  # a FastDeploy release we never checked
-        pass
-
-    monkeypatch.setattr(backend.CudaGraphPiecewiseBackend, "__init__", changed)
+    original_capture = runner.GPUModelRunner.__dict__["capture_model"]
+    monkeypatch.delattr(backend.CudaGraphPiecewiseBackend, "clear_graph")  # a FastDeploy we never checked
+    reports = {r.patch: r for r in ext.activate()}  # no raise here: we may be inside FastDeploy's import
+    assert reports["capture_stream"].verdict is Verdict.REFUSED
+    assert reports["capture_stream"].detail == "CudaGraphPiecewiseBackend.clear_graph is missing"
     with pytest.raises(PatchRefused) as error:
-        ext.activate()
-    message = str(error.value)
-    assert "patch capture_stream: refused" in message
-    assert f"{BACKEND}:CudaGraphPiecewiseBackend matches no checked FastDeploy shape" in message
-    assert "CudaGraphPiecewiseBackend.__init__(self, fd_config, runnable, extra) != expected" in message
-    assert "FD_CUDAGRAPH_EXT_FORCE=1" in message
+        runner.GPUModelRunner(make_fd_config(k=1), "gpu", 0, 0, 0)
+    assert "group capture_stream is refused" in str(error.value) and "CUDA graphs are on" in str(error.value)
     assert not ext.is_active()
-    assert runner.GPUModelRunner.__dict__["__init__"] is original_init  # all-or-nothing across patches
+    assert runner.GPUModelRunner.__dict__["capture_model"] is original_capture  # nothing stays patched
 
 
-def test_force_applies_to_unrecognised_shape_with_a_warning(fd_era, monkeypatch, caplog):
+def test_refusal_not_needed_by_the_deployment_lets_the_worker_start(fd_era, monkeypatch):
+    from fd_configs import make_fd_config
+
     backend = importlib.import_module(BACKEND)
+    runner = importlib.import_module("fastdeploy.worker.gpu_model_runner")
+    monkeypatch.delattr(backend.CudaGraphPiecewiseBackend, "clear_graph")
+    ext.activate()
+    fd_config = make_fd_config(k=1)
+    fd_config.graph_opt_config.use_cudagraph = False
+    runner.GPUModelRunner(fd_config, "gpu", 0, 0, 0)
+    assert ext.is_active()
 
-    def changed(self, fd_config, runnable, extra):
-        pass
 
-    monkeypatch.setattr(backend.CudaGraphPiecewiseBackend, "__init__", changed)
-    monkeypatch.setenv("FD_CUDAGRAPH_EXT_FORCE", "1")
-    reports = {r.patch: r for r in ext.activate()}
-    assert reports["capture_stream"].verdict is Verdict.FORCED
-    assert "FORCED onto an unchecked shape" in reports["capture_stream"].detail
-    assert hasattr(backend.CudaGraphPiecewiseBackend.__call__, PATCH_MARKER)
+@pytest.mark.standin  # needs a FastDeploy whose modules are not imported yet
+def test_import_finder_leaves_once_every_target_module_is_imported(fd_era):
+    from fastdeploy_cudagraph_ext.compat import TARGET_MODULES
+
+    ext.activate()
+    for module in TARGET_MODULES:
+        assert import_hooks._finder in __import__("sys").meta_path
+        importlib.import_module(module)
+    assert import_hooks._finder not in __import__("sys").meta_path
+
+
+def test_import_finder_leaves_once_every_target_is_settled(fd_era):
+    from fd_configs import make_fd_config
+
+    ext.activate()
+    assert import_hooks._finder in __import__("sys").meta_path  # targets pending
+    runner = importlib.import_module("fastdeploy.worker.gpu_model_runner")
+    runner.GPUModelRunner(make_fd_config(k=0, sizes=(1, 2, 4, 8)), "gpu", 0, 0, 0)  # the gate settles every target
+    assert import_hooks._finder not in __import__("sys").meta_path
+    assert activation.registry().reports["capture_stream"].verdict is Verdict.APPLIED
 
 
 def test_activation_from_inside_fastdeploys_own_import(tmp_path):
@@ -119,7 +138,9 @@ def test_activation_from_inside_fastdeploys_own_import(tmp_path):
         import fastdeploy.zoo  # plugins load here, before the class below exists
         class GPUModelRunner:
             def __init__(self, fd_config, device, device_id, rank, local_rank): pass
-            def capture_model(self): pass
+            def capture_model(self):
+                for size in self.cudagraph_capture_sizes:
+                    self._dummy_run(num_tokens=1, batch_size=int(size / (self.k + 1)), in_capturing=True)
             def capture_model_prefill_and_mixed(self): pass
             def _dummy_run(self, num_tokens, batch_size, expected_decode_len=1, in_capturing=False,
                            capture_prefill=False, accept_all_drafts=False, reject_all_drafts=False): pass

@@ -1,4 +1,5 @@
-"""mtp_capture_sizing on both eras' GPUModelRunner (stand-ins)."""
+"""mtp_sizing on both eras' GPU and XPU runners (stand-ins). Sizes are given as the user (or FastDeploy's
+ladder) gives them; develop's FDConfig has already scaled them by k+1 (tests/fd_configs.py)."""
 import importlib
 
 import pytest
@@ -30,15 +31,56 @@ def test_upstream_2_3_warms_k3_with_half_the_size(fd_era):
 def test_patched_runner_warms_size_over_k_plus_1_largest_first(fd_era, k):
     ext.activate()
     step = k + 1
-    runner = runner_for(make_fd_config(k=k, max_num_seqs=8, sizes=tuple(step * b for b in (1, 2, 4, 8))))
+    given = (1, 2, 4, 8) if fd_era == "develop" else tuple(step * b for b in (1, 2, 4, 8))  # develop scales itself
+    runner = runner_for(make_fd_config(k=k, max_num_seqs=8, sizes=given))
     runner.capture_model()
     assert captured(runner) == [(b, step * 2, True) for b in (8, 4, 2, 1)]
     assert all(r["in_capturing"] and r["sot_warmup"] and r["num_tokens"] == 2048 for r in runner.dummy_runs)
+    assert getattr(runner, "fastdeploy_loop_ran", True)  # develop: FastDeploy's own loop ran, not the plugin's
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_develop_sizes_scaled_by_fastdeploy_are_never_scaled_again(fd_era):
+    ext.activate()
+    fd_config = make_fd_config(k=2, max_num_seqs=4, sizes=(1, 2, 4))  # FDConfig made them 3, 6, 12
+    runner = runner_for(fd_config)
+    assert sorted(fd_config.graph_opt_config.cudagraph_capture_sizes) == [3, 6, 12]
+    runner.capture_model()
+    assert [b for b, _, _ in captured(runner)] == [4, 2, 1]
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_develop_rebuilds_the_running_request_map_after_dropping_sizes(fd_era, monkeypatch):
+    """develop keys MTP graphs by running requests: after a size is dropped, no batch may map to it."""
+    import paddle
+    from types import SimpleNamespace
+
+    from fake_cuda import Runtime
+
+    from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
+
+    monkeypatch.setenv("FD_CUDAGRAPH_EXT_DROP_OVERSIZE", "1")
+    ext.activate()
+    fd_config = make_fd_config(k=1, max_num_seqs=8, sizes=(1, 2, 4, 8), ep=True, cap=8)  # 16 is over the cap
+    runner_for(fd_config)
+    graph = fd_config.graph_opt_config
+    assert sorted(graph.cudagraph_capture_sizes) == [2, 4, 8]
+    assert graph.real_bsz_to_captured_size == {1: 2, 2: 4, 3: 8, 4: 8}
+    Runtime.reset()
+    install_policy(CaptureStreamPolicy(Runtime.device, C10Status(follows_framework=False, bridge=Runtime.c10),
+                                       extensions_may_launch=lambda: True))
+    backend_module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
+    backend = backend_module.CudaGraphPiecewiseBackend(fd_config, lambda **kw: paddle.zeros([1]),
+                                                       lambda **kw: paddle.zeros([1]))
+    for bsz in (4, 3, 2, 1):  # descending, as FastDeploy captures
+        meta = SimpleNamespace(real_bsz=bsz, ids_remove_padding=paddle.zeros([2 * bsz]), exist_prefill=False)
+        backend(forward_meta=meta)
+    assert {key[0] for key, entry in backend.concrete_size_entries.items() if entry.cuda_graph is not None} == {2, 4, 8}
 
 
 def test_fastdeploy_generated_sizes_are_replaced_by_the_scaled_ladder(fd_era):
     ext.activate()
-    fd_config = make_fd_config(k=3, max_num_seqs=4, sizes=(1, 2, 4, 8, 16))  # FastDeploy's unscaled ladder
+    fd_config = make_fd_config(k=3, max_num_seqs=4, sizes=(1, 2, 4, 8, 16))  # FastDeploy's ladder
     runner = runner_for(fd_config)
     assert fd_config.graph_opt_config.cudagraph_capture_sizes == [16, 8, 4]
     assert fd_config.graph_opt_config.real_shape_to_captured_size[5] == 8
@@ -46,15 +88,17 @@ def test_fastdeploy_generated_sizes_are_replaced_by_the_scaled_ladder(fd_era):
     assert [b for b, _, _ in captured(runner)] == [4, 2, 1]
 
 
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # 2.3 capped its (unscaled) ladder at 512
 def test_fastdeploys_cap_on_its_own_ladder_is_kept(fd_era):
     ext.activate()
     ladder_to_512 = (1, 2, 4, *range(8, 129, 8), *range(144, 257, 16), *range(288, 513, 32))
-    fd_config = make_fd_config(k=2, max_num_seqs=256, sizes=ladder_to_512)  # 2.3 capped its ladder at 512
+    fd_config = make_fd_config(k=2, max_num_seqs=256, sizes=ladder_to_512)
     runner_for(fd_config)
     sizes = fd_config.graph_opt_config.cudagraph_capture_sizes
     assert max(sizes) == 510 and all(s % 3 == 0 for s in sizes)
 
 
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # develop scales user sizes, so they are multiples
 def test_invalid_user_sizes_stop_the_worker_before_weights_load(fd_era):
     ext.activate()
     with pytest.raises(PlanError) as error:
@@ -83,19 +127,55 @@ def xpu_runner_for(fd_config):
     return module.XPUModelRunner(fd_config, "xpu", 0, 0, 0)
 
 
-@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)  # XPU captures graphs only in the 2026 code
-def test_xpu_mtp_capture_uses_the_real_k(fd_era):
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)  # XPU captures graphs from #6152 (2.5) on
+def test_xpu_mtp_capture_plans_fastdeploys_default_sizes_with_k2(fd_era):
+    """The old plugin raised 'runner capture sizes [1, 2, 4, 8] are not in the plan [6, 3]' here."""
     ext.activate()
-    runner = xpu_runner_for(make_fd_config(k=2, max_num_seqs=4, sizes=(3, 6, 12)))
+    runner = xpu_runner_for(make_fd_config(k=2, max_num_seqs=2, sizes=(1, 2)))  # FastDeploy's ladder for 2 seqs
+    assert sorted(runner.cudagraph_capture_sizes) == [3, 6]
     runner.capture_model()
-    assert captured(runner) == [(4, 6, True), (2, 6, True), (1, 6, True)]
+    assert [(r["batch_size"], r["expected_decode_len"]) for r in runner.dummy_runs] == [(2, 6), (1, 6)]
+    assert "accept_all_drafts" not in {k for r in runner.dummy_runs for k, v in r.items() if v is True}
 
 
 @pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
-def test_xpu_prefill_only_capture_stays_fastdeploys(fd_era):
+def test_xpu_runner_gets_the_plan_before_it_copies_the_sizes(fd_era):
+    """FastDeploy's unscaled default ladder (as 2.4's config leaves it) with k=2: the runner must copy the plan
+    [6, 3], not [8, 4, 2, 1] (the old plugin planned at capture time and raised 'not in the plan [6, 3]')."""
+    from fastdeploy.config import GraphOptimizationConfig
+
     ext.activate()
-    fd_config = make_fd_config(k=2, max_num_seqs=4, sizes=(3, 6, 12))
-    fd_config.graph_opt_config.cudagraph_only_prefill = True
+    fd_config = make_fd_config(k=2, max_num_seqs=2)
+    fd_config.graph_opt_config = GraphOptimizationConfig([1, 2, 4, 8])
+    fd_config.graph_opt_config.init_with_cudagrpah_size(max_capture_size=8)  # not scaled
     runner = xpu_runner_for(fd_config)
+    assert runner.cudagraph_capture_sizes == [3, 6]
     runner.capture_model()
-    assert [(r["num_tokens"], r["batch_size"]) for r in runner.dummy_runs] == [(12, 4), (6, 4), (3, 4)]
+    assert [(r["batch_size"], r["expected_decode_len"]) for r in runner.dummy_runs] == [(2, 6), (1, 6)]
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_xpu_non_mtp_capture_stays_fastdeploys(fd_era):
+    ext.activate()
+    runner = xpu_runner_for(make_fd_config(k=0, max_num_seqs=4, sizes=(1, 2, 4)))
+    runner.capture_model()
+    assert [(r["batch_size"], r["num_tokens"]) for r in runner.dummy_runs] == [(4, 2048), (2, 2048), (1, 2048)]
+
+
+@pytest.mark.parametrize("fd_era", ["2.4"], indirect=True)  # #5670: size/(k+1) loop, sizes not scaled upstream
+def test_2_4_runs_fastdeploys_own_loop_on_sizes_made_multiples_of_k_plus_1(fd_era):
+    ext.activate()
+    runner = runner_for(make_fd_config(k=2, max_num_seqs=16, sizes=(1, 2, 4, 8, 16)))  # FastDeploy's ladder
+    sizes = sorted(runner.cudagraph_capture_sizes, reverse=True)
+    assert sizes and all(s % 3 == 0 for s in sizes)
+    runner.capture_model()
+    assert runner.fastdeploy_loop_ran  # not replaced: FastDeploy keeps its OOM / error-700 hints
+    assert captured(runner) == [(s // 3, 5, True) for s in sizes]  # FastDeploy's own decode length 2k+1
+
+
+def test_sizes_changed_after_the_runner_was_built_stop_the_capture(fd_era):
+    ext.activate()
+    runner = runner_for(make_fd_config(k=1, max_num_seqs=8, sizes=(2, 4, 8, 16) if fd_era == "2.3" else (1, 2, 4, 8)))
+    runner.cudagraph_capture_sizes = [*runner.cudagraph_capture_sizes, 10]
+    with pytest.raises(PlanError, match=r"runner capture sizes \[10\] are not in the plan"):
+        runner.capture_model()

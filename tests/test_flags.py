@@ -25,6 +25,16 @@ def test_bad_value_names_variable_value_and_accepted_values():
     assert "1/true/yes/on to enable" in message and "0/false/no/off or unset to disable" in message
 
 
-def test_read_all_fails_on_any_bad_flag():
-    with pytest.raises(flags.FlagError, match="FD_CUDAGRAPH_EXT_FORCE='2'"):
-        flags.read_all({"FD_CUDAGRAPH_EXT": "1", "FD_CUDAGRAPH_EXT_FORCE": "2"})
+def test_read_settings_fails_on_any_bad_flag():
+    with pytest.raises(flags.FlagError, match="FD_CUDAGRAPH_EXT_ROUND_SIZES='2'"):
+        flags.read_settings({"FD_CUDAGRAPH_EXT": "1", "FD_CUDAGRAPH_EXT_ROUND_SIZES": "2"})
+
+
+def test_read_settings_parses_every_flag_once():
+    settings = flags.read_settings({"FD_CUDAGRAPH_EXT": "1", "FD_CUDAGRAPH_EXT_CLEAN_EVERY_DECODE": "yes"})
+    assert settings == flags.Settings(enable=True, clean_every_decode=True)
+
+
+def test_retired_force_flag_is_an_error_that_says_what_to_do():
+    with pytest.raises(flags.FlagError, match="FD_CUDAGRAPH_EXT_FORCE is no longer supported.*Unset"):
+        flags.read_settings({"FD_CUDAGRAPH_EXT_FORCE": "1"})

@@ -1,50 +1,74 @@
-"""Every change this plugin makes to FastDeploy, in one place (vllm-ascend style).
+"""Every change this plugin makes to FastDeploy, in one place (vllm-ascend style), by feature group.
 
-All patches run in the worker processes (where capture_model() runs), applied when FastDeploy
-imports the target module. Each one wraps FastDeploy's own method around a context instead of
-re-implementing it, is checked against the shapes in `patches/*.json`, and is fully revertible.
+All patches run in the worker processes (where capture_model() runs), applied when FastDeploy imports
+the target module. Each wraps FastDeploy's own method around a context instead of re-implementing it,
+declares a contract (what it wraps, adds and uses by name; see registry.py) and is fully revertible.
+A group applies all-or-nothing and is reverted alone; a refused group stops a worker only when its
+deployment needs the group (decided when the model runner is built). Removing a patch: delete its file
+and its entry in ALL_PATCHES (and its block below).
 
-** 1. capture_stream **
-   Symbols: cudagraph_piecewise_backend.CudaGraphPiecewiseBackend.__call__, .clear_graph
-   Why:     capture on Paddle's compute stream leaves torch-API DeepEP (c10 current stream) outside
-            the graph, or fails with the legacy-stream error.
-   How:     warmup/capture inside the capture scope (dedicated non-blocking stream, c10 in step);
-            replays ordered by stream waits, no device synchronize.
-   PR:      FastDeploy #7344 (closed).  Removal: when FastDeploy captures on its own stream with c10 in step.
-** 2. mtp_capture_sizing **
-   Symbols: gpu_model_runner.GPUModelRunner.__init__, .capture_model
-   Why:     MTP warmups use size/2 (2.2-2.4) or a silent floor of size/(k+1) (develop); no DeepEP cap check.
-   How:     plan validated before weights load; planned loop batch=size/(k+1) where FastDeploy is wrong.
-   PR:      FastDeploy #7215.  Removal: when FastDeploy validates sizes against k+1 and the cap.
-** 3. xpu_mtp_capture_sizing **
-   Symbols: xpu_model_runner.XPUModelRunner.capture_model
-   Why:     the XPU MTP capture PRs hard-code k=0 and drop accept_all_drafts.
-   How:     the same planned loop with the real k; "not needed" where XPU captures no graphs.
-   PR:      FastDeploy #7761, #8061.  Removal: when the XPU runner uses the configured k.
-** 4. deepep_transition_clean **
-   Symbols: gpu_model_runner.GPUModelRunner.initialize_forward_meta
+== group capture_stream == needed when CUDA graphs are on
+** capture_stream **
+   Symbol:  cudagraph_piecewise_backend.CudaGraphPiecewiseBackend.__call__, .clear_graph
+   Why:     capture on Paddle's compute stream leaves torch-API DeepEP (c10 current stream) outside the
+            graph, or fails with the legacy-stream error.
+   How:     warmup/capture inside the capture scope (dedicated non-blocking stream, c10 in step); replays
+            ordered by stream waits, no device synchronize.
+   PR:      FastDeploy #7344 (closed).
+   Removal: when FastDeploy captures on its own stream with c10 in step.
+
+== group mtp_sizing == needed when CUDA graphs and MTP are on
+** mtp_capture_sizing **
+   Symbol:  gpu_model_runner.GPUModelRunner.capture_model (+ the plan at the runner gate)
+   Why:     2.2/2.3 warm MTP graphs with size/2 requests (k=1 only); 2.4/2.5 floor size/(k+1) silently;
+            nothing checks DeepEP's token cap.
+   How:     plan validated and installed before FastDeploy copies the sizes (never re-scaling what 2.6/develop
+            scaled); planned loop where FastDeploy halves (marker mtp_batch), FastDeploy's loop elsewhere.
+   PR:      FastDeploy #5670, #7215, #7301.
+   Removal: when FastDeploy validates sizes against k+1 and the DeepEP cap.
+** xpu_mtp_capture_sizing **
+   Symbol:  xpu_model_runner.XPUModelRunner.capture_model (+ the plan at the runner gate)
+   Why:     since #6152 the XPU loop captures with batch = size and no MTP branch.
+   How:     the same plan; MTP decode capture runs the planned loop; "not needed" where XPU captures no graphs.
+   PR:      FastDeploy #6152, #7761, #8061.
+   Removal: when the XPU runner sizes MTP warmups with the configured k.
+
+== group deepep_mixed == needed when CUDA graphs are on and EP runs in mixed mode
+** deepep_transition_clean **
+   Symbol:  gpu_model_runner.GPUModelRunner.initialize_forward_meta
    Why:     the collective low-latency buffer clean belongs at the agreed prefill->decode step, eagerly.
    How:     after FastDeploy agrees the phase, clean once on every EP rank (or every decode step on request).
-   PR:      none.  Removal: when FastDeploy cleans at the transition.
-** 5. moe_inline_clean_scope ** and ** 6. ep_runner_inline_clean **
-   Symbols: fused_moe_backend_base.MoEMethodBase.apply; ep.EPRunner.clean_low_latency_buffer
+   PR:      none.
+   Removal: when FastDeploy cleans at the transition.
+** moe_inline_clean_scope **
+   Symbol:  fused_moe_backend_base.MoEMethodBase.apply
    Why:     FastDeploy's in-forward clean puts two NVSHMEM barriers into every decode graph.
    How:     apply runs in a scope in which the runners' clean is skipped.
-   PR:      none (SGLang #11666 for the pattern).  Removal: with patch 4.
-** 7. deepep_capture_checks **
-   Symbols: ep.DeepEPEngine.low_latency_dispatch/_combine (+ _two_stage)
+   PR:      none (SGLang #11666 for the pattern).
+   Removal: with deepep_transition_clean.
+** ep_runner_inline_clean **
+   Symbol:  ep.EPRunner.clean_low_latency_buffer
+   Why:     the in-forward clean is reached through the EP runners.
+   How:     returns without cleaning inside moe_inline_clean_scope's scope.
+   PR:      none.
+   Removal: with deepep_transition_clean.
+** deepep_capture_checks **
+   Symbol:  ep.DeepEPEngine.low_latency_dispatch/_combine (+ _two_stage where the line has them)
    Why:     odd low-latency call counts replay on the wrong buffer half; hooks must run in the graph.
    How:     counted and hook-checked under capture only; errors at capture time.
-   PR:      none.  Removal: when DeepEP/FastDeploy check parity themselves.
-** 8. deepep_buffer_manager_clean **
-   Symbols: ep.DeepEPBufferManager.clean_low_latency_buffer (added)
+   PR:      none.
+   Removal: when DeepEP/FastDeploy check parity themselves.
+** deepep_buffer_manager_clean **
+   Symbol:  ep.DeepEPBufferManager.clean_low_latency_buffer (added)
    Why:     PR #7344 called it; no FastDeploy release defines it.
-   How:     cleans through the engine the manager holds.
-   PR:      FastDeploy #7344.  Removal: if FastDeploy adds it.
+   How:     cleans through the engine the manager holds ("not needed" where there is no manager).
+   PR:      FastDeploy #7344.
+   Removal: if FastDeploy adds it.
 """
 from __future__ import annotations
 
-from ..registry import Patch
+from ..fd_config import is_mixed_expert_parallel, speculative_tokens, uses_cudagraph
+from ..registry import Need, Patch
 from . import (
     patch_cudagraph_piecewise_backend,
     patch_deepep_buffer_manager,
@@ -66,3 +90,33 @@ ALL_PATCHES: list[Patch] = [
     patch_deepep_engine.PATCH,
     patch_deepep_buffer_manager.PATCH,
 ]
+
+
+def _graphs(fd_config: object) -> tuple[bool, str]:
+    return (True, "CUDA graphs are on") if uses_cudagraph(fd_config) else (False, "CUDA graphs are off")
+
+
+def _mtp(fd_config: object) -> tuple[bool, str]:
+    graphs, why = _graphs(fd_config)
+    if not graphs:
+        return False, why
+    k = speculative_tokens(fd_config)
+    return (True, f"CUDA graphs and MTP (k={k}) are on") if k else (False, "MTP is off")
+
+
+def _deepep_mixed(fd_config: object) -> tuple[bool, str]:
+    graphs, why = _graphs(fd_config)
+    if not graphs:
+        return False, why
+    if is_mixed_expert_parallel(fd_config):
+        return True, "CUDA graphs are on and expert parallelism runs in mixed mode"
+    return False, "expert parallelism is off or not in mixed mode"
+
+
+NEEDS: list[Need] = [Need("capture_stream", _graphs), Need("mtp_sizing", _mtp), Need("deepep_mixed", _deepep_mixed)]
+
+# Where the safe point is: the runner classes whose __init__ receives the real FDConfig.
+RUNNERS: dict[str, str] = {
+    "fastdeploy.worker.gpu_model_runner": "GPUModelRunner",
+    "fastdeploy.worker.xpu_model_runner": "XPUModelRunner",
+}

@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from .. import deepep_protocol
-from ..registry import Patch, within
+from ..flags import Settings
+from ..registry import Contract, Patch, within
 from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
@@ -60,7 +61,7 @@ def _wrap_clear_graph(original: Callable) -> Callable:
     return clear_graph
 
 
-def build(cls: type, shape: str) -> dict[str, object]:
+def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
     # Both shapes ('token_keyed' and 'shape_and_mode_keyed') are wrapped the same way: FastDeploy's own body
     # picks the entry, warms up, captures and replays; run_static_model (and develop's is_decode) is untouched.
     return {"__call__": within(cls.__call__, _stream_scope), "clear_graph": _wrap_clear_graph(cls.clear_graph)}
@@ -68,7 +69,10 @@ def build(cls: type, shape: str) -> dict[str, object]:
 
 PATCH = Patch(
     name="capture_stream",
-    symbols=(f"{MODULE}:CudaGraphPiecewiseBackend.__call__", f"{MODULE}:CudaGraphPiecewiseBackend.clear_graph"),
+    group="capture_stream",
+    module=MODULE,
+    # Pass-through wrappers: the constructor and run_static_model (2.5's is_decode, ...) are FastDeploy's own.
+    contract=Contract(cls="CudaGraphPiecewiseBackend", wraps=("__call__", "clear_graph")),
     why=(
         "FastDeploy captures on Paddle's current (compute) stream and never updates c10's current stream, on "
         "which torch-API DeepEP launches its low-latency kernels: capture fails ('operation would make the legacy "

@@ -5,12 +5,13 @@ import functools
 from typing import Callable
 
 from .. import deepep_protocol
-from ..registry import Patch
+from ..flags import Settings
+from ..registry import Contract, Patch
 from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.model_executor.layers.moe.ep"
-LOW_LATENCY_METHODS = ("low_latency_dispatch", "low_latency_combine",
-                       "low_latency_dispatch_two_stage", "low_latency_combine_two_stage")
+LOW_LATENCY_METHODS = ("low_latency_dispatch", "low_latency_combine")
+TWO_STAGE_METHODS = ("low_latency_dispatch_two_stage", "low_latency_combine_two_stage")  # 2.2.x, 2.5+ only
 
 
 def _wrap(original: Callable, kind: str) -> Callable:
@@ -26,13 +27,17 @@ def _wrap(original: Callable, kind: str) -> Callable:
     return low_latency_call
 
 
-def build(cls: type, shape: str) -> dict[str, object]:
-    return {name: _wrap(getattr(cls, name), name.replace("low_latency_", "")) for name in LOW_LATENCY_METHODS}
+def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
+    present = [name for name in (*LOW_LATENCY_METHODS, *TWO_STAGE_METHODS) if hasattr(cls, name)]
+    return {name: _wrap(getattr(cls, name), name.replace("low_latency_", "")) for name in present}
 
 
 PATCH = Patch(
     name="deepep_capture_checks",
-    symbols=tuple(f"{MODULE}:DeepEPEngine.{name}" for name in LOW_LATENCY_METHODS),
+    group="deepep_mixed",
+    module=MODULE,
+    # Pass-through wrappers (quant_group_size, use_ue8m0, ... are FastDeploy's); the hook is read from the result.
+    contract=Contract(cls="DeepEPEngine", wraps=LOW_LATENCY_METHODS, wraps_if_present=TWO_STAGE_METHODS),
     why=(
         "DeepEP flips its low-latency double buffer on the host at every call: a graph with an odd number of calls "
         "replays on the wrong half. Without a receive hook the kernels would not all be on the capture stream."

@@ -5,7 +5,8 @@ import functools
 from typing import Callable
 
 from .. import deepep_protocol
-from ..registry import Patch
+from ..flags import Settings
+from ..registry import Contract, Patch
 
 MODULE = "fastdeploy.model_executor.layers.moe.ep"
 
@@ -20,13 +21,15 @@ def _wrap(original: Callable) -> Callable:
     return clean_low_latency_buffer
 
 
-def build(cls: type, shape: str) -> dict[str, object]:
+def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
     return {"clean_low_latency_buffer": _wrap(cls.clean_low_latency_buffer)}
 
 
 PATCH = Patch(
     name="ep_runner_inline_clean",
-    symbols=(f"{MODULE}:EPRunner.clean_low_latency_buffer",),
+    group="deepep_mixed",
+    module=MODULE,
+    contract=Contract(cls="EPRunner", wraps=("clean_low_latency_buffer",)),
     why="The in-forward clean is a collective barrier recorded into every decode graph (see deepep_transition_clean).",
     how="Returns without cleaning inside MoEMethodBase.apply's scope; every other caller gets FastDeploy's clean.",
     related_pr="None upstream: FastDeploy has no way to skip the inline clean; SGLang PR #11666 shows the pattern.",

@@ -1,30 +1,35 @@
-"""GPUModelRunner: validate and apply the capture plan before weights load; warm MTP graphs with batch = size/(k+1)."""
+"""GPUModelRunner: validate and install the capture plan before FastDeploy reads the sizes; warm MTP graphs
+with batch = size/(k+1) where FastDeploy's own loop halves the size."""
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
 import sys
-from typing import Callable
+from typing import Callable, Mapping
 
-from .. import flags
 from ..capture_plan import CapturePlan, PlanError, build_plan
 from ..fd_config import install_capture_sizes, plan_inputs, speculative_tokens
-from ..registry import Patch
+from ..fd_facts import ModuleFacts
+from ..flags import Settings
+from ..registry import NO_FACTS, Choice, Contract, ContractBroken, Patch
 
 MODULE = "fastdeploy.worker.gpu_model_runner"
+CONFIG_MODULE = "fastdeploy.config"
 PLAN_ATTR = "_fastdeploy_cudagraph_ext_plan"
+# The names the planned loop passes to _dummy_run (accept_all_drafts only where the signature has it).
+DUMMY_RUN_NAMES = ("num_tokens", "batch_size", "expected_decode_len", "in_capturing")
 log = logging.getLogger("fastdeploy_cudagraph_ext")
 
 
-def plan_for_worker(fd_config: object) -> CapturePlan | None:
-    """The worker's plan, with FastDeploy's sizes replaced by it; None when graphs are off."""
+def plan_for_worker(fd_config: object, settings: Settings) -> CapturePlan | None:
+    """The worker's plan, with FastDeploy's sizes replaced by it; None when MTP decode graphs are off."""
     graph = getattr(fd_config, "graph_opt_config", None)
     if not getattr(graph, "use_cudagraph", False) or getattr(graph, "cudagraph_only_prefill", False):
         return None
     try:
-        plan = build_plan(plan_inputs(fd_config, round_sizes=flags.read_bool(flags.ROUND_SIZES),
-                                      drop_oversize=flags.read_bool(flags.DROP_OVERSIZE)))
+        plan = build_plan(plan_inputs(fd_config, round_sizes=settings.round_sizes,
+                                      drop_oversize=settings.drop_oversize))
     except PlanError as error:
         raise PlanError([f"fastdeploy-cudagraph-ext refuses to start this worker before loading weights: {p}"
                          for p in error.problems]) from None
@@ -33,14 +38,9 @@ def plan_for_worker(fd_config: object) -> CapturePlan | None:
     return plan
 
 
-def _wrap_init(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def __init__(self: object, fd_config: object, *args: object, **kwargs: object) -> None:
-        plan = plan_for_worker(fd_config)  # before FastDeploy's __init__ reads the sizes
-        original(self, fd_config, *args, **kwargs)
-        setattr(self, PLAN_ATTR, plan)
-
-    return __init__
+def prepare_runner(fd_config: object, settings: Settings) -> dict[str, object]:
+    """Called by the registry's runner gate before FastDeploy's __init__ copies the sizes."""
+    return {PLAN_ATTR: plan_for_worker(fd_config, settings)}
 
 
 def _planned_mtp_capture(runner: object, plan: CapturePlan, dummy_run_params: set[str]) -> None:
@@ -64,13 +64,14 @@ def _is_mtp_decode_capture(runner: object) -> bool:
             and not getattr(runner.graph_opt_config, "cudagraph_only_prefill", False))
 
 
-def wrap_capture_model(original: Callable, shape: str, module_name: str) -> Callable:
-    """'floor_division' eras are right once sizes are multiples of k+1; 'k1_halving' eras get the planned loop."""
+def wrap_capture_model(original: Callable, variant: str, settings: Settings, guard_module: str | None) -> Callable:
+    """'fastdeploy_loop': FastDeploy's loop on the validated sizes; 'planned_loop': ours (under FastDeploy's
+    sot_warmup_guard where its capture_model has it)."""
 
     @functools.wraps(original)
     def capture_model(self: object) -> None:
-        if not hasattr(self, PLAN_ATTR):  # runners whose __init__ is not wrapped (XPU) plan here
-            setattr(self, PLAN_ATTR, plan_for_worker(self.fd_config))
+        if not hasattr(self, PLAN_ATTR):  # a runner built before activation: plan now, the check below catches drift
+            setattr(self, PLAN_ATTR, plan_for_worker(self.fd_config, settings))
         plan = getattr(self, PLAN_ATTR)
         if plan is None or not _is_mtp_decode_capture(self):
             return original(self)
@@ -78,36 +79,63 @@ def wrap_capture_model(original: Callable, shape: str, module_name: str) -> Call
         if unplanned:
             raise PlanError([f"runner capture sizes {unplanned} are not in the plan {plan.sizes}; the FastDeploy "
                              f"config changed after the worker started"])
-        if shape == "floor_division":
+        if variant == "fastdeploy_loop":
             return original(self)
-        params = set(inspect.signature(type(self)._dummy_run).parameters)
-        guard = getattr(sys.modules.get(module_name), "sot_warmup_guard", None)
+        params = set(inspect.signature(inspect.unwrap(type(self)._dummy_run)).parameters)
+        guard = getattr(sys.modules.get(guard_module or ""), "sot_warmup_guard", None)
         run = functools.partial(_planned_mtp_capture, self, plan, params)
         return guard(True)(run)() if guard is not None else run()
 
     return capture_model
 
 
-def build(cls: type, shape: str) -> dict[str, object]:
-    return {"__init__": _wrap_init(cls.__init__), "capture_model": wrap_capture_model(cls.capture_model, shape, MODULE)}
+def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
+    """Told apart by how FastDeploy's own MTP loop sizes a warmup batch (marker), not by _dummy_run's shape."""
+    mtp_batch = facts.get(MODULE, NO_FACTS).markers.get("GPUModelRunner.capture_model.mtp_batch")
+    if mtp_batch == "size_over_2":
+        return Choice("planned_loop", "FastDeploy warms MTP graphs with size/2 requests (right for k=1 only); the "
+                                      "plugin's loop uses size/(k+1)")
+    if mtp_batch == "size_over_k_plus_1":
+        config = facts.get(CONFIG_MODULE)
+        rebuild = config.classes.get("GraphOptimizationConfig") if config else None
+        init = rebuild.methods.get("init_with_cudagrpah_size") if rebuild else None
+        scaled = init is not None and any(p.rstrip("=") == "num_speculative_tokens" for p in init.params)
+        sizing = ("sizes: not needed (FastDeploy already scales every size by k+1; never scaled again)" if scaled
+                  else "sizes made multiples of k+1 before FastDeploy reads them")
+        return Choice("fastdeploy_loop", f"FastDeploy's loop divides by k+1 and runs unchanged; {sizing}; "
+                                         f"DeepEP cap and k+1 checks run")
+    raise ContractBroken(f"GPUModelRunner.capture_model's MTP batch sizing is not one the plugin knows "
+                         f"(marker mtp_batch={mtp_batch!r})")
+
+
+def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
+    return {"capture_model": wrap_capture_model(cls.capture_model, variant, settings, MODULE)}
 
 
 PATCH = Patch(
     name="mtp_capture_sizing",
-    symbols=(f"{MODULE}:GPUModelRunner.__init__", f"{MODULE}:GPUModelRunner.capture_model"),
+    group="mtp_sizing",
+    module=MODULE,
+    contract=Contract(cls="GPUModelRunner", wraps=("capture_model",),
+                      uses={"__init__": ("fd_config",), "_dummy_run": DUMMY_RUN_NAMES}),
     why=(
         "Capture sizes are token counts and an MTP request decodes k+1 tokens. FastDeploy 2.2/2.3 warm up with "
-        "size/2 requests and skip size 1 (right only for k=1); develop floors size/(k+1) silently, so a size that "
-        "is not a multiple of k+1 captures a graph for the wrong batch. Nothing checks DeepEP's token cap."
+        "size/2 requests and skip size 1 (right only for k=1); 2.4/2.5 floor size/(k+1) silently on sizes that "
+        "are not multiples of k+1. Nothing checks DeepEP's token cap."
     ),
     how=(
-        "Wraps __init__: before FastDeploy reads the config, builds the capture plan (sizes multiples of k+1, within "
-        "max_num_seqs*(k+1) and the DeepEP cap, NVSHMEM_QP_DEPTH) and fails fast with every problem listed, or "
-        "installs the planned sizes through FastDeploy's own init_with_cudagrpah_size. Wraps capture_model: develop "
-        "runs unchanged on the validated sizes; 2.2-2.4 run the planned loop (batch=size/(k+1), decode length "
-        "(k+1)*2) under FastDeploy's sot_warmup_guard. Non-MTP and prefill-only capture are untouched."
+        "When the runner is built (registry gate), before FastDeploy copies the sizes: builds the capture plan "
+        "(sizes multiples of k+1, within max_num_seqs*(k+1), the DeepEP cap and NVSHMEM_QP_DEPTH), fails fast with "
+        "every problem listed, or installs the sizes through FastDeploy's own init_with_cudagrpah_size; sizes "
+        "FastDeploy already scaled (2.6/develop) are validated, never scaled again. Wraps capture_model: where "
+        "FastDeploy's loop divides by k+1 it runs unchanged; where it halves, the planned loop runs (batch="
+        "size/(k+1), decode length (k+1)*2, accept_all_drafts) under FastDeploy's sot_warmup_guard."
     ),
-    related_pr="FastDeploy PR #7215 (scales default sizes by k+1 but keeps the silent floor); none validates sizes.",
+    related_pr="FastDeploy PR #5670 (2.4: size/(k+1) loop), #7215/#7301 (2.6: sizes scaled by k+1); none validates "
+    "sizes against k+1 or the DeepEP cap.",
     removal_plan="Remove once FastDeploy validates capture sizes against k+1 and the DeepEP cap at config time.",
     build=build,
+    choose=choose,
+    facts_from=(CONFIG_MODULE,),
+    on_runner_init=prepare_runner,
 )

@@ -5,9 +5,10 @@ import functools
 import sys
 from typing import Callable
 
-from .. import deepep_protocol, flags
+from .. import deepep_protocol
 from ..fd_config import is_mixed_expert_parallel, moe_phase
-from ..registry import Patch
+from ..flags import Settings
+from ..registry import Contract, Patch
 from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.worker.gpu_model_runner"
@@ -23,32 +24,37 @@ def clean_through_fastdeploy() -> None:
             engine.clean_low_latency_buffer()
 
 
-def _new_protocol() -> deepep_protocol.LowLatencyBufferProtocol:
+def _new_protocol(settings: Settings) -> deepep_protocol.LowLatencyBufferProtocol:
     return deepep_protocol.LowLatencyBufferProtocol(
         clean=clean_through_fastdeploy,
         is_capturing=lambda: get_policy().device.is_capturing(),
-        clean_every_decode=flags.read_bool(flags.CLEAN_EVERY_DECODE),
+        clean_every_decode=settings.clean_every_decode,
     )
 
 
-def _wrap(original: Callable) -> Callable:
+def _wrap(original: Callable, settings: Settings) -> Callable:
+    new_protocol = functools.partial(_new_protocol, settings)
+
     @functools.wraps(original)
     def initialize_forward_meta(self: object, *args: object, **kwargs: object) -> object:
         result = original(self, *args, **kwargs)  # agrees the phase across EP ranks and sets moe_phase
         if is_mixed_expert_parallel(self.fd_config):
-            deepep_protocol.get_protocol(_new_protocol).on_step(moe_phase(self.fd_config))
+            deepep_protocol.get_protocol(new_protocol).on_step(moe_phase(self.fd_config))
         return result
 
     return initialize_forward_meta
 
 
-def build(cls: type, shape: str) -> dict[str, object]:
-    return {"initialize_forward_meta": _wrap(cls.initialize_forward_meta)}
+def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
+    return {"initialize_forward_meta": _wrap(cls.initialize_forward_meta, settings)}
 
 
 PATCH = Patch(
     name="deepep_transition_clean",
-    symbols=(f"{MODULE}:GPUModelRunner.initialize_forward_meta",),
+    group="deepep_mixed",
+    module=MODULE,
+    # Pass-through: 2.4 added is_dummy_or_profile_run; the wrapper reads only the agreed phase afterwards.
+    contract=Contract(cls="GPUModelRunner", wraps=("initialize_forward_meta",)),
     why=(
         "In mixed mode one DeepEP buffer serves normal (prefill) and low-latency (decode) kernels; it must be "
         "cleaned after normal kernels and before the next low-latency kernel, and the clean is a collective "

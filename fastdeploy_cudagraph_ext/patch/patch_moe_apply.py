@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 from .. import deepep_protocol
-from ..registry import Patch, within
+from ..flags import Settings
+from ..registry import Contract, Patch, within
 
 MODULE = "fastdeploy.model_executor.layers.moe.fused_moe_backend_base"
 
 
-def build(cls: type, shape: str) -> dict[str, object]:
+def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
     return {"apply": within(cls.apply, lambda moe_method: deepep_protocol.suppress_inline_cleans())}
 
 
 PATCH = Patch(
     name="moe_inline_clean_scope",
-    symbols=(f"{MODULE}:MoEMethodBase.apply",),
+    group="deepep_mixed",
+    module=MODULE,
+    # Pass-through: apply's later parameters (topk_ids_hookfunc 2.4, shared_experts 2.6, ...) never refuse it.
+    contract=Contract(cls="MoEMethodBase", wraps=("apply",)),
     why=(
         "In mixed mode FastDeploy calls clean_low_latency_buffer() inside the MoE forward (first MoE layer in 2.3+, "
         "every layer in 2.2): two NVSHMEM barriers inside every captured decode graph, every replay."

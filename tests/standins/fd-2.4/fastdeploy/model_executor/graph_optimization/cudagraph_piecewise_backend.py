@@ -1,0 +1,40 @@
+"""Stand-in CudaGraphPiecewiseBackend of 2.4 at f83673da (2026-04-08): (fd_config, runnable), entries keyed by
+token count, run_static_model(entry, **kwargs); warmup, capture on the framework's current stream, replay."""
+from typing import Callable
+
+from standin_common import BackendCommon, ConcreteSizeEntry  # noqa: F401 - FastDeploy's entry name
+
+
+class CudaGraphPiecewiseBackend(BackendCommon):
+    def __init__(self, fd_config, runnable: Callable):
+        self.fd_config = fd_config
+        self.runnable = runnable
+        graph = fd_config.graph_opt_config
+        self.cudagraph_capture_sizes = graph.cudagraph_capture_sizes
+        self.warm_up_size = graph.cudagraph_num_of_warmups
+        self.real_shape_to_captured_size = graph.real_shape_to_captured_size
+        self.static_calls = []
+        self._create_entry_dict()
+
+    def _key(self, shape, static_prefill):
+        return shape
+
+    def run_static_model(self, entry: ConcreteSizeEntry, **kwargs):
+        return self._static(entry, **kwargs)
+
+    def __call__(self, **kwargs):
+        real_shape = kwargs["forward_meta"].ids_remove_padding.shape[0]
+        entry = self.concrete_size_entries.get(self.real_shape_to_captured_size[real_shape])
+        assert entry is not None
+        if entry.runnable is None:
+            entry.runnable = self.runnable
+        if not entry.use_cudagraph:
+            return entry.runnable(**kwargs)
+        if self.fd_config.graph_opt_config.graph_opt_level > 0:
+            return self.run_static_model(entry, **kwargs)
+        if entry.cuda_graph is None:
+            self._capture(entry, **kwargs)
+        return self._replay(entry)
+
+    def clear_graph(self):
+        self._create_entry_dict()
