@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from . import fd_facts, fd_markers
+from . import fd_facts
 from .fd_facts import ModuleFacts
 from .patch import ALL_PATCHES
 from .registry import GroupVerdict, group_verdicts_of
@@ -26,11 +26,7 @@ def group_verdicts(facts: Mapping[str, ModuleFacts]) -> list[GroupVerdict]:
 
 def source_facts(root: Path) -> dict[str, ModuleFacts]:
     """Facts of the target modules under a FastDeploy source tree (the folder holding `fastdeploy/`)."""
-    out = {}
-    for module, facts in fd_facts.tree_facts(Path(root), TARGET_MODULES).items():
-        source = fd_facts.module_path(Path(root), module).read_text(encoding="utf-8")
-        out[module] = fd_markers.complete(facts, source)
-    return out
+    return fd_facts.tree_facts(Path(root), TARGET_MODULES)
 
 
 def installed_facts() -> dict[str, ModuleFacts]:

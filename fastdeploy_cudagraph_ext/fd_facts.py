@@ -244,7 +244,7 @@ def _capture_loop_markers(tree: ast.Module, cls: str) -> dict[str, str]:
     batch = _kwarg(first, "batch_size")
     decode = _kwarg(first, "expected_decode_len")
     accept = _kwarg(first, "accept_all_drafts")
-    size_var = _enclosing_loop_var(branch.body, first)
+    size_var = _enclosing_loop_var(func.body, first)  # the loop may sit inside the branch or around it
     return out | {
         key + "mtp_batch": _classify(None if batch is None else _formula(batch, size_var), _BATCH_SHAPES,
                                      _BATCH_SAMPLES),

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Callable, ContextManager, Mapping
 
-from . import fd_facts, fd_markers, import_hooks
+from . import fd_facts, import_hooks
 from .fd_facts import ModuleFacts
 from .flags import Settings
 
@@ -246,13 +246,6 @@ class _Applied:
     originals: dict[str, object]
 
 
-def _live_facts(module: ModuleType) -> ModuleFacts | None:
-    facts = fd_facts.live_module_facts(module)
-    if facts is None:
-        return None
-    return fd_markers.complete(facts, Path(module.__file__).read_text(encoding="utf-8"))
-
-
 class Registry:
     """The patches known to the plugin and what happened to each in this process."""
 
@@ -290,7 +283,7 @@ class Registry:
             loaded[patch.module] = module  # its body has just run (we may be called from its loader)
             targets = {patch.module, *patch.facts_from} & set(loaded)
             try:
-                facts = {name: f for name in targets if (f := _live_facts(loaded[name])) is not None}
+                facts = {name: f for name in targets if (f := fd_facts.live_module_facts(loaded[name])) is not None}
                 report = judge(patch, facts, cls)
             except Exception as error:  # noqa: BLE001 - we may be inside FastDeploy's import: record, never raise
                 report = PatchReport(patch.name, Verdict.REFUSED, f"could not judge: {type(error).__name__}: {error}")

@@ -50,8 +50,8 @@ def test_develop_sizes_scaled_by_fastdeploy_are_never_scaled_again(fd_era):
 
 
 @pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
-def test_develop_rebuilds_the_running_request_map_after_dropping_sizes(fd_era, monkeypatch):
-    """develop keys MTP graphs by running requests: after a size is dropped, no batch may map to it."""
+def test_develop_rebuilds_the_running_request_map_after_changing_sizes(fd_era, monkeypatch):
+    """develop keys MTP graphs by running requests: after sizes change (1 rounded up to 2), no batch may map to a size that is gone."""
     import paddle
     from types import SimpleNamespace
 
@@ -59,9 +59,9 @@ def test_develop_rebuilds_the_running_request_map_after_dropping_sizes(fd_era, m
 
     from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
 
-    monkeypatch.setenv("FD_CUDAGRAPH_EXT_DROP_OVERSIZE", "1")
+    monkeypatch.setenv("FD_CUDAGRAPH_EXT_ROUND_SIZES", "1")
     ext.activate()
-    fd_config = make_fd_config(k=1, max_num_seqs=8, sizes=(1, 2, 4, 8), ep=True, cap=8)  # 16 is over the cap
+    fd_config = make_fd_config(k=1, max_num_seqs=4, sizes=(1, 2, 4, 8), ep=True)  # 1 rounds up to 2
     runner_for(fd_config)
     graph = fd_config.graph_opt_config
     assert sorted(graph.cudagraph_capture_sizes) == [2, 4, 8]

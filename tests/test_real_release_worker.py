@@ -1,5 +1,6 @@
 """issue 8, done-when: a worker on each release line starts with FD_CUDAGRAPH_EXT=1, tried as a new user would,
 on the REAL module files of that release (tests/real_release.py): every group applies or is not needed."""
+import json
 import os
 import subprocess
 import sys
@@ -11,13 +12,9 @@ import pytest
 from real_release import MIRROR
 
 ROOT = Path(__file__).resolve().parent.parent
-LINES = {  # the upstream commits tests/test_release_facts.py reads
-    "2.3": "0df488c7bbfd831c3c0f716ba7e2a7774f6e9050",
-    "2.4": "f83673daac0a495afe239bc31d43a3f3398fb035",
-    "2.5": "7648164f6e90a4b0fb706646cc7a1a90c3f22d57",
-    "2.6": "7198b5883a0ebdc85b91a455aa07d0856911c9a7",
-    "develop": "e53f5184acbb766f88475c8ead86986b6ac3b480",
-}
+# The upstream commit each per-release fixture names (patches/releases/).
+LINES = {p.stem.removeprefix("fd-"): json.loads(p.read_text())["source"]["commit"]
+         for p in sorted((ROOT / "patches" / "releases").glob("fd-*.json"))}
 
 WORKER = textwrap.dedent('''
     import importlib, sys

@@ -77,15 +77,13 @@ class GPUModelRunner:
     def _dummy_run(self, {dummy}): pass
     def capture_model(self):
         for batch_size in self.cudagraph_capture_sizes:
-            self._dummy_run(num_tokens=1, batch_size={batch}, in_capturing=True)
+            if self.speculative_decoding:
+                self._dummy_run(num_tokens=1, batch_size={batch}, in_capturing=True)
 '''
 
 
 def runner_facts(dummy="num_tokens, batch_size, expected_decode_len=1, in_capturing=False", batch="int(batch_size / 2)"):
-    from fastdeploy_cudagraph_ext import fd_markers
-
-    source = GPU_RUNNER.format(dummy=dummy, batch=batch)
-    return {RUNNER: fd_markers.complete(module_facts(source), source)}
+    return {RUNNER: module_facts(GPU_RUNNER.format(dummy=dummy, batch=batch))}
 
 
 def test_a_required_parameter_that_is_renamed_refuses():
@@ -99,7 +97,7 @@ def test_variant_comes_from_the_capture_loop_marker_not_from_signatures():
     k_plus_1 = runner_facts(batch="int(batch_size / (self.speculative_config.num_speculative_tokens + 1))")
     assert judge(CAPTURE, k_plus_1).variant == "fastdeploy_loop"
     unknown = judge(CAPTURE, runner_facts(batch="batch_size"))
-    assert unknown.verdict is Verdict.REFUSED and "mtp_batch='none'" in unknown.detail
+    assert unknown.verdict is Verdict.REFUSED and "mtp_batch='size'" in unknown.detail
 
 
 def test_added_attribute_that_fastdeploy_defines_is_not_needed():

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from fastdeploy_cudagraph_ext import fd_facts, fd_markers
+from fastdeploy_cudagraph_ext import fd_facts
 from fastdeploy_cudagraph_ext.compat import TARGET_MODULES, group_verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "patches" / "releases").glob("fd-*.json"))
 MIRROR = Path("/work/.mirror/gongshaotian+FastDeploy/repo")
-# Upstream commits (newest upstream cherry-pick of each line in the gongshaotian/FastDeploy mirror).
-MIRROR_LINES = {
-    "2.3": "0df488c7bbfd831c3c0f716ba7e2a7774f6e9050",  # 2025-11-06, #4837
-    "2.4": "f83673daac0a495afe239bc31d43a3f3398fb035",  # 2026-04-08, #7225
-    "2.5": "7648164f6e90a4b0fb706646cc7a1a90c3f22d57",  # 2026-04-02, #7140
-    "2.6": "7198b5883a0ebdc85b91a455aa07d0856911c9a7",  # 2026-06-01, #7960
-    "develop": "e53f5184acbb766f88475c8ead86986b6ac3b480",  # 2026-04-15, #7412
-}
+# The upstream commit each fixture names (newest upstream commit of its line, patches/README.md).
+MIRROR_LINES = {p.stem.removeprefix("fd-"): json.loads(p.read_text())["source"]["commit"] for p in FIXTURES}
 GROUPS = ("capture_stream", "mtp_sizing", "deepep_mixed")
 
 
@@ -28,9 +22,12 @@ def mirror_facts(commit):
     out = {}
     for module in TARGET_MODULES:
         path = "/".join(module.split(".")) + ".py"
-        source = subprocess.run(["git", "--git-dir", str(MIRROR), "show", f"{commit}:{path}"],
-                                capture_output=True, text=True, check=True).stdout
-        out[module] = fd_markers.complete(fd_facts.module_facts(source), source)
+        shown = subprocess.run(["git", "--git-dir", str(MIRROR), "show", f"{commit}:{path}"],
+                               capture_output=True, text=True)
+        if shown.returncode:  # a target module this line does not have yet
+            continue
+        source = shown.stdout
+        out[module] = fd_facts.module_facts(source)
     return out
 
 

@@ -92,16 +92,17 @@ def wrap_capture_model(original: Callable, variant: str, settings: Settings, gua
 def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
     """Told apart by how FastDeploy's own MTP loop sizes a warmup batch (marker), not by _dummy_run's shape."""
     mtp_batch = facts.get(MODULE, NO_FACTS).markers.get("GPUModelRunner.capture_model.mtp_batch")
+    if mtp_batch == "none":
+        return Choice("planned_loop", "FastDeploy's loop has no MTP branch and warms every size with batch = size "
+                                      "(2.2.0); the plugin's loop uses size/(k+1)")
     if mtp_batch == "size_over_2":
         return Choice("planned_loop", "FastDeploy warms MTP graphs with size/2 requests (right for k=1 only); the "
                                       "plugin's loop uses size/(k+1)")
     if mtp_batch == "size_over_k_plus_1":
-        config = facts.get(CONFIG_MODULE)
-        rebuild = config.classes.get("GraphOptimizationConfig") if config else None
-        init = rebuild.methods.get("init_with_cudagrpah_size") if rebuild else None
-        scaled = init is not None and any(p.rstrip("=") == "num_speculative_tokens" for p in init.params)
-        sizing = ("sizes: not needed (FastDeploy already scales every size by k+1; never scaled again)" if scaled
-                  else "sizes made multiples of k+1 before FastDeploy reads them")
+        scales = facts.get(CONFIG_MODULE, NO_FACTS).markers.get(
+            "GraphOptimizationConfig.init_with_cudagrpah_size.scales_by_k_plus_1")
+        sizing = ("sizes: not needed (FastDeploy already scales every size by k+1; never scaled again)"
+                  if scales == "yes" else "sizes made multiples of k+1 before FastDeploy reads them")
         return Choice("fastdeploy_loop", f"FastDeploy's loop divides by k+1 and runs unchanged; {sizing}; "
                                          f"DeepEP cap and k+1 checks run")
     raise ContractBroken(f"GPUModelRunner.capture_model's MTP batch sizing is not one the plugin knows "
