@@ -260,7 +260,9 @@ class _TorchStreams:
         self._current: dict[int, object] = {}
 
     def current_stream(self, device_id: int) -> object:
-        return self._current.setdefault(device_id, self.new_nonblocking_stream(device_id))
+        if device_id not in self._current:  # the framework's own compute stream, like Paddle's GPUContext stream
+            self._current[device_id] = self.new_nonblocking_stream(device_id)
+        return self._current[device_id]
 
     def set_current_stream(self, device_id: int, stream: object) -> None:
         self._current[device_id] = stream
@@ -317,7 +319,7 @@ def _report(**fields: object) -> None:
     print(_TAG + json.dumps(fields), flush=True)
 
 
-def _calibrate(calls: _Calls, convention: str) -> int | None:
+def _calibrate(calls: _Calls) -> int | None:
     """The stream id's offset, from sentinels through getStreamFromExternal (which moves no stream)."""
     offsets: set[int] | None = None
     for fill in FILLS:
@@ -331,11 +333,7 @@ def _calibrate(calls: _Calls, convention: str) -> int | None:
     if len(offsets) > 1:
         _report(error=f"the sentinel stream pointer appeared at several offsets {sorted(offsets)}")
         return None
-    offset = offsets.pop()
-    if convention == MEMORY and offset + 8 <= 16:
-        _report(error=f"the object ends at byte {offset + 8}: 16 bytes or less travel in registers, not in memory")
-        return None
-    return offset
+    return offsets.pop()
 
 
 def _classify(calls: _Calls, offset: int, fw: FrameworkStreams) -> None:
@@ -416,7 +414,7 @@ def _child(convention: str, library: str, framework: str) -> None:
         return
     calls = _Calls(lib, convention)
     _report(stage="getStreamFromExternal(sentinel)")
-    offset = _calibrate(calls, convention)
+    offset = _calibrate(calls)
     if offset is None:
         return
     _report(offset=offset, stage=f"{framework} streams")

@@ -45,6 +45,7 @@ VARIANTS.update({
     "crash_on_bad_device16": ["-DLAYOUT=16", "-DSEM_A", "-DCHECK_DEVICE"],
     "always_crash16": ["-DLAYOUT=16", "-DSEM_A", "-DALWAYS_CRASH"],
     "set_ignored32": ["-DLAYOUT=32", "-DSEM_A", "-DSET_IGNORED"],
+    "get_wrong_device48": ["-DLAYOUT=48", "-DSEM_A", "-DGET_WRONG_DEVICE"],
 })
 FRAMEWORK_START = 0x5000  # the fake framework stream of device 0 before anything moves it
 
@@ -319,6 +320,12 @@ def test_a_set_that_does_not_take_is_not_proven(fake_libs) -> None:
     assert "setCurrentCUDAStream" in verdict.attempts[MEMORY]
 
 
+def test_a_saved_object_that_does_not_restore_is_not_proven(fake_libs) -> None:
+    """set -> get works, but the object getCurrentCUDAStream returns names another device: restore would miss."""
+    verdict = probe(fake_libs["get_wrong_device48"], FAKE)
+    assert verdict.convention is None and "set/restore read back" in verdict.attempts[SRET]
+
+
 def test_more_than_one_proven_convention_is_refused(fake_libs) -> None:
     proven = {"proven": True, "behaviour": APART, "offset": 8}
     verdict, cacheable = c10_bridge._decide("/lib.so", SYMBOLS, {REGS16: proven, SRET: dict(proven, offset=40)})
@@ -366,10 +373,11 @@ def test_child_failures_become_verdicts(fake_libs, monkeypatch, child: str, expe
 
 
 def test_a_child_that_cannot_start_is_a_verdict_and_not_cached(fake_libs, monkeypatch) -> None:
+    python = sys.executable
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     verdict = probe(fake_libs["A16"], FAKE)
     assert "could not start the child process" in verdict.problem and "Fix:" in verdict.problem
-    monkeypatch.undo()
+    monkeypatch.setattr(sys, "executable", python)
     assert probe(fake_libs["A16"], FAKE).convention == REGS16  # not cached: the next probe succeeds
 
 
@@ -377,9 +385,18 @@ def test_children_run_isolated_from_the_worker_s_cwd(fake_libs, tmp_path, monkey
     """A module in the worker's cwd (think of a `paddle/` folder) must not shadow anything in the child."""
     cwd = tmp_path / "worker_cwd"
     cwd.mkdir()
-    (cwd / "json.py").write_text("import os; os._exit(42)\n")
+    (cwd / "argparse.py").write_text("import os; os._exit(42)\n")  # imported by the child after its path is set
     monkeypatch.chdir(cwd)
     monkeypatch.syspath_prepend(str(cwd))  # as `python -m` or `python -c` in that folder would
+    assert probe(fake_libs["A16"], FAKE).convention == REGS16
+
+
+def test_children_ignore_python_environment_variables(fake_libs, tmp_path, monkeypatch) -> None:
+    """-I: a PYTHONPATH set around the worker (not its own import roots) does not reach the child."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "json.py").write_text("import os; os._exit(43)\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
     assert probe(fake_libs["A16"], FAKE).convention == REGS16
 
 

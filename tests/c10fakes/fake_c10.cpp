@@ -6,7 +6,8 @@
 //   SEM_A    per-thread c10 stream, default stream (id 0) when unset; Paddle's stream untouched
 //   SEM_B    get returns the framework (GPUContext) stream; set moves it, for every thread
 //   SEM_C    per-thread optional, else default (id 0); set ALSO moves the framework stream
-// plus faults for the tests: XOR_ID (id kept encoded), CHECK_DEVICE, ALWAYS_CRASH, SET_IGNORED.
+// plus faults for the tests: XOR_ID (id kept encoded), CHECK_DEVICE, ALWAYS_CRASH, SET_IGNORED,
+// GET_WRONG_DEVICE (getCurrentCUDAStream's object names the next device, so restoring it misses).
 // The framework's current stream per device is simulated here and exposed through extern "C" side doors.
 #include <csignal>
 #include <cstddef>
@@ -86,7 +87,13 @@ CUDAStream getStreamFromExternal(CUstream_st* ext, signed char device) {
 #endif
   return make(device, reinterpret_cast<int64_t>(ext));
 }
-CUDAStream getCurrentCUDAStream(signed char device) { return make(device, c10_current(device)); }
+CUDAStream getCurrentCUDAStream(signed char device) {
+#ifdef GET_WRONG_DEVICE
+  return make(slot(device) + 1, c10_current(device));
+#else
+  return make(device, c10_current(device));
+#endif
+}
 void setCurrentCUDAStream(CUDAStream s) {
 #ifndef SET_IGNORED
   int device = slot(index_of(s.stream.device));
