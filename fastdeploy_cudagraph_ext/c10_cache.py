@@ -9,6 +9,7 @@ taken by another user) there is simply no cache: probing again is always correct
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -33,9 +34,13 @@ def cache_dir() -> Path:
         return Path.home() / ".cache" / "fastdeploy_cudagraph_ext"
     except (RuntimeError, KeyError):  # HOME unset and no passwd entry for this uid (containers)
         fallback = Path(tempfile.gettempdir()) / f"fastdeploy_cudagraph_ext-{os.getuid()}"
-        log.info("no home directory for uid %d: c10 verdict cache in %s (set %s to choose)",
-                 os.getuid(), fallback, CACHE_ENV)
+        _log_once(f"no home directory for uid {os.getuid()}: c10 verdict cache in {fallback} (set {CACHE_ENV} to choose)")
         return fallback
+
+
+@functools.lru_cache(maxsize=None)
+def _log_once(message: str) -> None:
+    log.warning(message)
 
 
 def untrusted(st: os.stat_result) -> str:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 
 from .stream_policy import CaptureStreamPolicy
 
+log = logging.getLogger(__name__)
 CUDA_STREAM_CAPTURE_STATUS_NONE = 0  # cudaStreamCaptureStatusNone; Active = 1, Invalidated = 2
 
 
@@ -74,10 +76,15 @@ class PaddleStreamDevice:
     def end_and_discard_capture(self, stream: object) -> None:
         if self.is_capturing():
             # Paddle's own capture (FastDeploy captures through paddle.device.cuda.graphs.CUDAGraph, whose
-            # capture_end calls core.CUDAGraph.end_capture()): end it through Paddle so its capture state is
-            # reset too, and drop the graph. Reached only on a CUDA build (__init__ refuses the others).
-            self._paddle.base.core.CUDAGraph.end_capture().reset()
-            return
+            # capture_end calls core.CUDAGraph.end_capture()): end it through Paddle so that Paddle's capture
+            # state is reset too, and drop the graph. Reached only on a CUDA build (__init__ refuses others).
+            try:
+                self._paddle.base.core.CUDAGraph.end_capture().reset()
+            except Exception:  # noqa: BLE001 - e.g. an invalidated capture: ended through the runtime below
+                log.warning("Paddle could not end the aborted capture; ending it through the CUDA runtime",
+                            exc_info=True)
+            if not self.is_stream_capturing(stream):
+                return
         cudart = _cudart()
         graph = ctypes.c_void_p()
         cudart.cudaStreamEndCapture(self.raw_handle(stream), ctypes.byref(graph))  # an invalidated capture errs

@@ -137,19 +137,21 @@ class CaptureStreamPolicy:
         if bridge.current_raw(device_id) == target_raw:
             return None
         saved = bridge.save(device_id)
-        bridge.set_raw(device_id, target_raw)
-        if bridge.current_raw(device_id) != target_raw:
-            bridge.restore(saved)
-            raise CaptureEscapeError(
-                "The c10 current stream did not move to the capture stream (read back a different stream); "
-                "extension kernels would run outside the graph. " + ESCAPE_FIX
-            )
         if self.c10.set_moves_framework and bridge.saved_raw(saved) == 0:
             # The thread had no c10 stream of its own (the default stream): setting that back would null
             # the framework's stream. c10 goes to the framework stream being restored instead.
             after_raw = self.device.raw_handle(after)
-            return lambda: bridge.set_raw(device_id, after_raw)
-        return lambda: bridge.restore(saved)
+            undo = lambda: bridge.set_raw(device_id, after_raw)  # noqa: E731
+        else:
+            undo = lambda: bridge.restore(saved)  # noqa: E731
+        bridge.set_raw(device_id, target_raw)
+        if bridge.current_raw(device_id) != target_raw:
+            undo()
+            raise CaptureEscapeError(
+                "The c10 current stream did not move to the capture stream (read back a different stream); "
+                "extension kernels would run outside the graph. " + ESCAPE_FIX
+            )
+        return undo
 
     def _abort_capture(self, capture: object) -> bool:
         """End and discard a capture the failed body left open, before anything waits on its stream

@@ -331,7 +331,7 @@ def test_more_than_one_proven_convention_is_refused(fake_libs) -> None:
     verdict, cacheable = c10_bridge._decide("/lib.so", SYMBOLS, {REGS16: proven, SRET: dict(proven, offset=40)})
     assert verdict.convention is None and verdict.behaviour is None
     assert "more than one calling convention passed" in verdict.problem and "Fix:" in verdict.problem
-    assert c10_bridge.C10Bridge.__init__ is not None and cacheable
+    assert cacheable  # a deterministic outcome of this build, not a transient failure
 
 
 def test_incompatible_layout_is_unbridgeable_with_a_clear_problem(fake_libs) -> None:
@@ -524,11 +524,13 @@ def test_no_home_and_no_passwd_entry_falls_back_to_a_private_temp_folder(fake_li
     monkeypatch.delenv("HOME", raising=False)
     monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
     monkeypatch.setattr(c10_cache.tempfile, "gettempdir", lambda: str(tmp_path))
-    with caplog.at_level(logging.INFO):
+    c10_cache._log_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
         assert probe(fake_libs["A24"], FAKE).convention == MEMORY
+        probe(fake_libs["A24"], FAKE)
+    assert caplog.text.count("no home directory") == 1  # one log line, not one per probe
     folder = tmp_path / f"fastdeploy_cudagraph_ext-{os.getuid()}"
     assert (folder / c10_cache.FILE_NAME).is_file() and oct(folder.stat().st_mode & 0o777) == "0o700"
-    assert "no home directory" in caplog.text
     folder.chmod(0o777)  # a fallback folder someone else could write: no cache at all
     caplog.clear()
     runs = count_children(monkeypatch)

@@ -112,6 +112,20 @@ def test_escape_check_catches_a_c10_that_does_not_move():
     assert device.current_stream(0) is device.compute
 
 
+def test_a_c10_that_does_not_move_is_undone_without_nulling_the_framework_stream_under_c():
+    device, c10, _ = make()
+    policy = CaptureStreamPolicy(device, C10Status(False, c10, set_moves_framework=True), lambda: True)
+    restored = []
+    c10.restore = restored.append
+    real_set_raw = c10.set_raw
+    c10.set_raw = lambda device_id, raw: real_set_raw(device_id, raw) if raw != policy.capture_stream(0).handle else None
+    with pytest.raises(CaptureEscapeError, match="did not move"):
+        with policy.capture_scope():
+            pass
+    assert restored == []  # restoring the saved default (null) stream would null the framework's stream
+    assert c10.sets[-1] == device.compute.handle and device.current_stream(0) is device.compute
+
+
 def test_scopes_are_per_thread():
     device, c10, policy = make()
     seen = {}
