@@ -7,9 +7,14 @@ FastDeploy worker, on PyTorch in tests/gpu, and on a recording fake in CPU tests
 * `C10Streams`: the c10 "current stream" that torch-API C++ extensions (DeepEP) launch on.
 
 Capture scope (warmup and capture): the capture stream waits on the caller's stream, becomes
-the framework's current stream, c10 is moved to it where it does not follow by itself, and on
-exit everything is restored and the caller's stream waits on the capture stream.
-Replay scope: only the two stream waits; no device-wide synchronize.
+the framework's current stream, c10 is moved to it where it keeps its own per-thread stream, and
+on exit c10, then the framework's stream, are restored (each even if the other fails) and the
+caller's stream waits on the capture stream. Where c10's set also moves the framework's stream
+(Paddle semantics C), c10 is never set back to the thread's null default stream. If the body
+raises with a capture still open, that capture is ended and discarded before anything waits on
+the capture stream (waiting on a capturing stream would join its capture), and the body's
+exception propagates. Replay scope: only the two stream waits; no lock, no c10 work, no
+device-wide synchronize.
 """
 from __future__ import annotations
 
