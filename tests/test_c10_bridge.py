@@ -56,7 +56,8 @@ def fake_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     if gxx is None:
         pytest.skip("g++ not found: cannot build the fake c10 libraries these tests probe")
     root = tmp_path_factory.mktemp("fake_c10")
-    jobs = [(name, "fake_c10.cpp", flags) for name, flags in VARIANTS.items()] + [("no_symbols", "no_symbols.cpp", [])]
+    jobs = [(name, "fake_c10.cpp", flags) for name, flags in VARIANTS.items()]
+    jobs += [("no_symbols", "no_symbols.cpp", []), ("planted", "planted.cpp", [])]
     libs = {}
     for name, src, flags in jobs:
         out = root / f"lib{name}.so"
@@ -449,7 +450,7 @@ def test_the_cache_never_holds_a_library_path_or_a_header_only_verdict(fake_libs
     assert entry == {"behaviour": MOVES_FRAMEWORK, "convention": MEMORY, "offset": 16, "problem": ""}
 
 
-def plant(cache_dir: Path, library: str, entry: object) -> None:
+def plant(cache_dir: Path, entry: object) -> None:
     (key,) = json.loads(cache_file(cache_dir).read_text())
     cache_file(cache_dir).write_text(json.dumps({key: entry}))
 
@@ -457,25 +458,31 @@ def plant(cache_dir: Path, library: str, entry: object) -> None:
 @pytest.mark.parametrize(
     "planted",
     [
-        {"behaviour": APART, "convention": REGS16, "offset": 8, "problem": "", "library": "/tmp/evil.so"},
+        {"behaviour": APART, "convention": REGS16, "offset": 8, "problem": "", "library": "PLANTED"},
         {"behaviour": HEADER_ONLY, "convention": None, "offset": None, "problem": ""},
         {"behaviour": APART, "convention": "sret; rm -rf", "offset": 8, "problem": ""},
         {"behaviour": APART, "convention": REGS16, "offset": 12, "problem": ""},
         "not an entry",
     ],
 )
-def test_a_planted_entry_is_refused_with_a_log_line_and_a_fresh_probe(fake_libs, cache_dir, monkeypatch, caplog, planted) -> None:
-    evil = fake_libs["always_crash16"]
+def test_a_planted_entry_is_refused_with_a_log_line_and_a_fresh_probe(
+    fake_libs, cache_dir, tmp_path, monkeypatch, caplog, planted
+) -> None:
+    marker = tmp_path / "planted_library_ran"
+    monkeypatch.setenv("FAKE_PLANTED_MARKER", str(marker))
     probe(fake_libs["A32"], FAKE)
-    plant(cache_dir, fake_libs["A32"], planted)
+    if isinstance(planted, dict) and planted.get("library") == "PLANTED":
+        planted = dict(planted, library=fake_libs["planted"])
+    plant(cache_dir, planted)
     runs = count_children(monkeypatch)
     with caplog.at_level(logging.WARNING):
-        verdict = probe(fake_libs["A32"], FAKE)
+        status = c10_status(fake_libs["A32"], FAKE)
+    verdict = status.bridge.verdict
     assert runs == [os.path.realpath(fake_libs["A32"])]
     assert (verdict.library, verdict.behaviour, verdict.convention, verdict.offset) == (
         os.path.realpath(fake_libs["A32"]), APART, MEMORY, 24)
     assert "ignoring a malformed cached c10 verdict" in caplog.text
-    assert evil not in str(verdict)
+    assert not marker.exists(), "the library named by the cache entry was loaded"
 
 
 def test_a_header_only_library_never_consults_the_cache(fake_libs, monkeypatch) -> None:
