@@ -392,6 +392,16 @@ def test_children_run_isolated_from_the_worker_s_cwd(fake_libs, tmp_path, monkey
     assert probe(fake_libs["A16"], FAKE).convention == REGS16
 
 
+def test_children_run_in_a_neutral_directory(fake_libs, tmp_path, monkeypatch) -> None:
+    """Whatever a probed library or a crash writes relative to the cwd stays out of the worker's directory."""
+    cwd = tmp_path / "worker_cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("FAKE_C10_CWD_MARKER", "written_by_the_child")
+    assert probe(fake_libs["A16"], FAKE).convention == REGS16
+    assert list(cwd.iterdir()) == []
+
+
 def test_children_ignore_python_environment_variables(fake_libs, tmp_path, monkeypatch) -> None:
     """-I: a PYTHONPATH set around the worker (not its own import roots) does not reach the child."""
     shadow = tmp_path / "shadow"

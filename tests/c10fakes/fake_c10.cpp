@@ -11,6 +11,8 @@
 // The framework's current stream per device is simulated here and exposed through extern "C" side doors.
 #include <csignal>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -79,6 +81,9 @@ static int64_t c10_current(int device) {
 }
 
 CUDAStream getStreamFromExternal(CUstream_st* ext, signed char device) {
+  if (const char* marker = std::getenv("FAKE_C10_CWD_MARKER")) {  // a file written relative to the cwd (think core dumps)
+    if (FILE* f = std::fopen(marker, "w")) std::fclose(f);
+  }
 #ifdef ALWAYS_CRASH
   std::raise(SIGSEGV);
 #endif
