@@ -1,37 +1,56 @@
-"""Drive c10's current CUDA stream through ctypes, with a calling convention proven at run time.
+"""Classify c10's current stream by behaviour, and drive it through ctypes where it must be bridged.
 
-Torch-API C++ extensions (DeepEP) launch on c10's "current stream". Where c10 keeps its own
-thread-local current stream (PyTorch; Paddle compat generations 3 and 4), the capture policy
-must move it to the capture stream. PyTorch's libc10_cuda.so and Paddle's libphi_core.so export
-the three functions below under the same mangled names, but their `CUDAStream` differs:
+Torch-API C++ extensions (DeepEP) launch on c10's "current stream". What that is depends on the
+build (shared/design/cuda-facts.md); symbol presence alone does not tell, behaviour does:
 
-* "regs16": PyTorch's 16-byte trivially copyable object, returned in two registers and passed by
-  value in two registers; a 16-byte ctypes Structure makes libffi do exactly that.
-* "sret": Paddle compat's larger, non-trivially copyable object (48 bytes, with a std::string),
-  returned through a hidden pointer passed as the first argument and passed by pointer.
+* header-only (Paddle 3.2.x / 3.3.x releases: no exported c10 stream functions): c10 follows
+  Paddle's current stream. Nothing to bridge.
+* follows (Paddle develop after #78652, "B"): getCurrentCUDAStream returns Paddle's stream and
+  setCurrentCUDAStream moves Paddle's stream for every thread. Not bridged: Paddle's own stream
+  switch carries the extension kernels, and a set would act on all threads.
+* per-thread apart (PyTorch; Paddle develop #78584, "A"): a thread-local current stream that Paddle
+  never moves. Bridged: moved to the capture stream and restored.
+* per-thread, set moves the framework (Paddle PR #78902, "C"): thread-local, but a set also moves
+  Paddle's stream. Bridged, and never restored through a set that would null Paddle's stream.
 
-A wrong guess can crash the process, so each candidate is tried in a child process
-(`python -m fastdeploy_cudagraph_ext.c10_bridge --child ...`): a sentinel stream pointer passed to
-getStreamFromExternal shows where the stream id lives, then set -> get -> restore must round-trip.
-The parent only ever calls a convention that a child proved. Verdicts are cached per library build.
+The exported `CUDAStream` differs between builds, so so does the calling convention:
+* "regs16": PyTorch's 16-byte trivially copyable object, in two registers both ways;
+* "sret": Paddle compat's 48-byte object holding a std::string (not trivially copyable): returned
+  through a hidden pointer (first argument), passed by pointer;
+* "memory": a trivially copyable object over 16 bytes (Paddle compat's 32- and 24-byte layouts):
+  returned through a hidden pointer, but passed BY VALUE in memory (on the stack).
+
+A wrong guess can crash, so each convention is tried in a child process (`-I`, neutral cwd): a
+sentinel pointer through getStreamFromExternal shows where the stream id lives, then with real
+streams made by the framework adapter (`paddle`, `torch`, or `fake` for our g++ test libraries)
+set -> get -> restore must round-trip and the behaviour is classified. The parent calls only a
+convention that exactly one child proved. Symbols (so header-only) are read in-process every
+time; only child verdicts are cached (c10_cache.py), keyed by the library build, never trusted
+for a library path.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import importlib
+import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from .c10_cache import locked_cache
 from .stream_policy import C10Status
 
 GET = "_ZN3c104cuda20getCurrentCUDAStreamEa"
@@ -41,66 +60,75 @@ SYMBOLS = (GET, SET, FROM_EXTERNAL)
 
 REGS16 = "regs16"
 SRET = "sret"
-# The hidden-pointer-as-first-argument form of sret is the x86-64 SysV rule (AArch64 uses x8).
-CONVENTIONS = (REGS16, SRET) if platform.machine() in ("x86_64", "AMD64") else (REGS16,)
+MEMORY = "memory"
+# Hidden pointer as first argument and structs over 16 bytes on the stack: the x86-64 SysV rules.
+CONVENTIONS = (REGS16, SRET, MEMORY) if platform.machine() in ("x86_64", "AMD64") else (REGS16,)
 _DESCRIBE = {
     REGS16: "regs16 (16-byte object in registers, PyTorch layout)",
-    SRET: "sret (object returned through a hidden pointer, passed by pointer; Paddle compat layout)",
+    SRET: "sret (returned through a hidden pointer, passed by pointer; Paddle compat 48-byte layout)",
+    MEMORY: "memory (returned through a hidden pointer, passed by value on the stack; Paddle compat 24/32-byte layouts)",
 }
+
+HEADER_ONLY = "header-only"
+FOLLOWS = "follows"  # B
+APART = "per-thread apart"  # A
+MOVES_FRAMEWORK = "per-thread, set moves the framework's stream"  # C
+BRIDGED = (APART, MOVES_FRAMEWORK)
+
+PADDLE, TORCH, FAKE = "paddle", "torch", "fake"
+FRAMEWORKS = (PADDLE, TORCH, FAKE)
 
 # Even (torch treats even ids as external stream pointers) and non-canonical, so a wrong
 # convention that writes through one faults at once instead of corrupting memory; the low byte,
-# read as an int8 device index by a wrong convention, is -64 (invalid).
+# read as an int8 device index by a wrong convention, is -64 (invalid). Only ever passed to
+# getStreamFromExternal, never to a set (a set may move the framework's stream).
 SENTINELS = (0x5EED_C10B_0000_ABC0, 0x5EED_C10B_0000_DEC0)
 SRET_BYTES = 256  # room for any plausible CUDAStream; the callee writes only its own object
-FILLS = (0xA5, 0x5A)  # two fills tell bytes the callee wrote from bytes it left alone
+FILLS = (0xA5, 0x5A)
 PROBE_DEVICE = 0
 CHILD_TIMEOUT_S = 300.0
-PROBE_VERSION = 1  # part of the cache key: a changed probe re-probes every library
-CACHE_ENV = "FD_CUDAGRAPH_EXT_CACHE_DIR"
+PROBE_VERSION = 2  # part of the cache key: a changed probe re-probes every library
 _TAG = "C10_BRIDGE_REPORT "
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class C10Verdict:
-    """What probing one c10 library found; JSON-serialisable (to_json / from_json)."""
+    """What inspecting one c10 library found."""
 
     library: str
     symbols_found: tuple[str, ...]
-    convention: str | None = None  # REGS16 or SRET once a child proved it
-    offset: int | None = None  # byte offset of the stream id in the returned object
-    object_size: int | None = None  # bytes of the returned object the callee writes
-    problem: str = ""  # non-empty: c10 keeps its own stream but cannot be driven
+    behaviour: str | None = None  # HEADER_ONLY, FOLLOWS, APART or MOVES_FRAMEWORK once known
+    convention: str | None = None  # the one convention a child proved
+    offset: int | None = None  # byte offset of the stream id in the object
+    problem: str = ""  # non-empty: c10 cannot be classified or driven
     attempts: dict[str, str] = field(default_factory=dict)  # convention -> "proven" or why not
 
     @property
     def header_only(self) -> bool:
-        return not self.symbols_found and not self.problem
+        return self.behaviour == HEADER_ONLY
 
     def describe(self) -> str:
         if self.problem:
             return self.problem
         if self.header_only:
             return f"header-only: c10 follows the framework's stream ({self.library} exports no c10 stream functions)"
-        return (
-            f"bridged: {self.library} keeps its own c10 current stream; convention {self.convention}, "
-            f"stream id at byte {self.offset} of a {self.object_size}-byte object"
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> C10Verdict:
-        data = json.loads(text)
-        data["symbols_found"] = tuple(data["symbols_found"])
-        return cls(**data)
+        if self.behaviour == FOLLOWS:
+            return (f"follows: {self.library}'s c10 returns the framework's stream and its set moves it for every "
+                    "thread; not bridged (the framework's stream switch carries extension kernels)")
+        return (f"bridged ({self.behaviour}): {self.library}, convention {self.convention}, "
+                f"stream id at byte {self.offset}")
 
 
 class _Regs16(ctypes.Structure):
     # Two 8-byte integer fields: the SysV class of {Device{int8,int8}, int64 id}, so libffi
     # returns it in RAX:RDX and passes it in two registers, like the real type.
     _fields_ = [("lo", ctypes.c_uint64), ("hi", ctypes.c_uint64)]
+
+
+def _in_memory_struct(size: int) -> type[ctypes.Structure]:
+    # Over 16 bytes the SysV class is MEMORY: libffi copies the whole struct onto the stack.
+    return type(f"_InMemory{size}", (ctypes.Structure,), {"_fields_": [(f"w{i}", ctypes.c_uint64) for i in range(size // 8)]})
 
 
 def _fn(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> ctypes._CFuncPtr:
@@ -111,16 +139,21 @@ def _fn(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> ctyp
 class _Calls:
     """The three c10 functions bound to one calling convention; every object is a ctypes buffer we own."""
 
-    def __init__(self, lib: ctypes.CDLL, convention: str) -> None:
+    def __init__(self, lib: ctypes.CDLL, convention: str, offset: int | None = None) -> None:
         self.convention = convention
         if convention == REGS16:
             self._get = _fn(lib, GET, _Regs16, ctypes.c_int8)
             self._ext = _fn(lib, FROM_EXTERNAL, _Regs16, ctypes.c_void_p, ctypes.c_int8)
             self._set = _fn(lib, SET, None, _Regs16)
-        else:
-            self._get = _fn(lib, GET, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int8)
-            self._ext = _fn(lib, FROM_EXTERNAL, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int8)
+            return
+        self._get = _fn(lib, GET, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int8)
+        self._ext = _fn(lib, FROM_EXTERNAL, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int8)
+        if convention == SRET:
             self._set = _fn(lib, SET, None, ctypes.c_void_p)
+        elif offset is not None:
+            # The id is the last member of Stream, the only member of CUDAStream: the object ends after it.
+            self._by_value = _in_memory_struct(offset + 8)
+            self._set = _fn(lib, SET, None, self._by_value)
 
     @staticmethod
     def _sret_buffer(fill: int) -> ctypes.Array:
@@ -145,9 +178,12 @@ class _Calls:
         return out
 
     def set(self, obj: object) -> None:
-        # sret: the object goes by invisible reference; we pass the very buffer the callee built
-        # (a byte copy would leave its string pointing into the original).
-        self._set(obj)
+        if self.convention == MEMORY:
+            self._set(self._by_value.from_buffer_copy(obj))  # the object's leading bytes, by value
+        else:
+            # sret: by invisible reference to the very buffer the callee built (a byte copy
+            # would leave its string pointing into the original).
+            self._set(obj)
 
     @staticmethod
     def raw_bytes(obj: object) -> bytes:
@@ -161,13 +197,11 @@ def _stream_id(raw: bytes, offset: int) -> int:
 class C10Bridge:
     """`C10Streams` over a c10 library, using the convention and offset a child process proved."""
 
-    def __init__(self, verdict: C10Verdict, preload: str | None = None) -> None:
-        if verdict.convention is None or verdict.offset is None:
-            raise ValueError(f"no proven convention for {verdict.library}: {verdict.describe()}")
-        if preload:
-            importlib.import_module(preload)  # the framework must own the library we drive
+    def __init__(self, verdict: C10Verdict) -> None:
+        if verdict.behaviour not in BRIDGED or verdict.convention is None or verdict.offset is None:
+            raise ValueError(f"{verdict.library} is not to be bridged: {verdict.describe()}")
         self.verdict = verdict
-        self._calls = _Calls(ctypes.CDLL(verdict.library), verdict.convention)
+        self._calls = _Calls(ctypes.CDLL(verdict.library), verdict.convention, verdict.offset)
         self._offset = verdict.offset
 
     def current_raw(self, device_id: int) -> int:
@@ -177,11 +211,105 @@ class C10Bridge:
         # The object exactly as c10 returned it (kept alive), so restore puts back that stream.
         return self._calls.get(device_id)
 
+    def saved_raw(self, saved: object) -> int:
+        return _stream_id(self._calls.raw_bytes(saved), self._offset)
+
     def restore(self, saved: object) -> None:
         self._calls.set(saved)
 
     def set_raw(self, device_id: int, raw: int) -> None:
         self._calls.set(self._calls.from_external(raw, device_id))
+
+
+# ---------------------------------------------------------------- framework adapters (child side)
+
+
+class FrameworkStreams(Protocol):
+    """The framework's current stream, as the child sees and moves it, and real streams to probe with."""
+
+    def current_stream(self, device_id: int) -> object: ...
+    def set_current_stream(self, device_id: int, stream: object) -> None: ...
+    def new_nonblocking_stream(self, device_id: int) -> object: ...
+    def raw_handle(self, stream: object) -> int: ...
+    def c10_current_raw(self, device_id: int) -> int | None: ...  # c10 read by other means, if any
+
+
+class _PaddleStreams:
+    """Paddle's GPUContext stream through paddle.device (refuses a CPU build before any stream call)."""
+
+    def __init__(self) -> None:
+        from .paddle_device import PaddleStreamDevice
+
+        self._device = PaddleStreamDevice()
+        self.current_stream = self._device.current_stream
+        self.set_current_stream = self._device.set_current_stream
+        self.new_nonblocking_stream = self._device.new_nonblocking_stream
+        self.raw_handle = self._device.raw_handle
+
+    def c10_current_raw(self, device_id: int) -> int | None:
+        return None  # Paddle has no other reader of its compat c10
+
+
+class _TorchStreams:
+    """PyTorch with a framework stream kept apart from c10 (as tests/gpu model Paddle); real torch streams."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+        self._current: dict[int, object] = {}
+
+    def current_stream(self, device_id: int) -> object:
+        if device_id not in self._current:  # the framework's own compute stream, like Paddle's GPUContext stream
+            self._current[device_id] = self.new_nonblocking_stream(device_id)
+        return self._current[device_id]
+
+    def set_current_stream(self, device_id: int, stream: object) -> None:
+        self._current[device_id] = stream
+
+    def new_nonblocking_stream(self, device_id: int) -> object:
+        return self._torch.cuda.Stream(device=device_id)
+
+    def raw_handle(self, stream: object) -> int:
+        return int(stream.cuda_stream)
+
+    def c10_current_raw(self, device_id: int) -> int | None:
+        return int(self._torch.cuda.current_stream(device_id).cuda_stream)
+
+
+class _FakeStreams:
+    """Our g++ fake libraries simulate the framework stream behind extern "C" side doors; streams are heap pointers."""
+
+    def __init__(self, library: str) -> None:
+        lib = ctypes.CDLL(library)
+        self._get_fw = _fn(lib, "fake_framework_stream", ctypes.c_int64, ctypes.c_int8)
+        self._set_fw = _fn(lib, "fake_set_framework_stream", None, ctypes.c_int8, ctypes.c_int64)
+        self._c10 = _fn(lib, "fake_c10_current_id", ctypes.c_int64, ctypes.c_int8)
+        self._streams: list[ctypes.Array] = []  # kept alive: their addresses are the stream handles
+
+    def current_stream(self, device_id: int) -> int:
+        return int(self._get_fw(device_id))
+
+    def set_current_stream(self, device_id: int, stream: int) -> None:
+        self._set_fw(device_id, stream)
+
+    def new_nonblocking_stream(self, device_id: int) -> int:
+        self._streams.append(ctypes.create_string_buffer(16))
+        return ctypes.addressof(self._streams[-1])
+
+    def raw_handle(self, stream: int) -> int:
+        return stream
+
+    def c10_current_raw(self, device_id: int) -> int | None:
+        return int(self._c10(device_id))
+
+
+def framework_streams(framework: str, library: str) -> FrameworkStreams:
+    if framework == PADDLE:
+        return _PaddleStreams()
+    if framework == TORCH:
+        return _TorchStreams()
+    return _FakeStreams(library)
 
 
 # ---------------------------------------------------------------- child side
@@ -191,14 +319,92 @@ def _report(**fields: object) -> None:
     print(_TAG + json.dumps(fields), flush=True)
 
 
-def _child(convention: str, library: str, preload: str | None) -> None:
+def _calibrate(calls: _Calls) -> int | None:
+    """The stream id's offset, from sentinels through getStreamFromExternal (which moves no stream)."""
+    offsets: set[int] | None = None
+    for fill in FILLS:
+        for sentinel in SENTINELS:
+            raw = calls.raw_bytes(calls.from_external(sentinel, PROBE_DEVICE, fill))
+            found = {off for off in range(0, len(raw) - 7, 8) if _stream_id(raw, off) == sentinel}
+            offsets = found if offsets is None else offsets & found
+    if not offsets:
+        _report(error="the sentinel stream pointer appeared at no 8-byte-aligned offset of the returned object")
+        return None
+    if len(offsets) > 1:
+        _report(error=f"the sentinel stream pointer appeared at several offsets {sorted(offsets)}")
+        return None
+    return offsets.pop()
+
+
+def _classify(calls: _Calls, offset: int, fw: FrameworkStreams) -> None:
+    """set -> get -> restore with real streams, then how c10 relates to the framework and to other threads."""
+    dev = PROBE_DEVICE
+
+    def c10_raw() -> int:
+        return _stream_id(calls.raw_bytes(calls.get(dev)), offset)
+
+    def set_c10(raw: int) -> None:
+        calls.set(calls.from_external(raw, dev))
+
+    streams = [fw.new_nonblocking_stream(dev) for _ in range(4)]
+    raws = [fw.raw_handle(s) for s in streams]
+    original = fw.current_stream(dev)
+
+    _report(stage="move the framework's stream, then getCurrentCUDAStream")
+    fw.set_current_stream(dev, streams[0])
+    follows_framework = c10_raw() == raws[0]
+    fw.set_current_stream(dev, original)
+
+    _report(stage="setCurrentCUDAStream(real stream) then getCurrentCUDAStream")
+    set_c10(raws[1])
+    got, other_view = c10_raw(), fw.c10_current_raw(dev)
+    if got != raws[1] or other_view not in (None, raws[1]):
+        _report(error=f"after setCurrentCUDAStream({raws[1]:#x}) getCurrentCUDAStream read {got:#x}"
+                + ("" if other_view is None else f" and the framework's own reading of c10 was {other_view:#x}"))
+        return
+    set_moves_framework = fw.raw_handle(fw.current_stream(dev)) == raws[1]
+
+    _report(stage="save, set another stream, restore the saved object")
+    saved = calls.get(dev)
+    set_c10(raws[2])
+    moved = c10_raw()
+    calls.set(saved)
+    restored = c10_raw()
+    if (moved, restored) != (raws[2], raws[1]):
+        _report(error=f"set/restore read back {moved:#x}/{restored:#x}, expected {raws[2]:#x}/{raws[1]:#x}")
+        return
+
+    _report(stage="set on another thread, then getCurrentCUDAStream here")
+    seen: dict[str, int] = {}
+
+    def other_thread() -> None:
+        set_c10(raws[3])
+        seen["own"] = c10_raw()
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    per_thread = c10_raw() == raws[1] and seen.get("own") == raws[3]
+    fw.set_current_stream(dev, original)
+    if per_thread:
+        behaviour = MOVES_FRAMEWORK if set_moves_framework else APART
+    elif follows_framework:
+        behaviour = FOLLOWS
+    else:
+        _report(error="c10 keeps one current stream for all threads, apart from the framework's: a set would act "
+                "on every thread, so it cannot be bridged per thread")
+        return
+    _report(proven=True, behaviour=behaviour, stage="done")
+
+
+def _child(convention: str, library: str, framework: str) -> None:
     """Prove one convention; reports go to stdout as tagged JSON lines, the stage first so a crash names it."""
-    if preload:
-        _report(stage=f"import {preload}")
+    if framework in (PADDLE, TORCH):
+        _report(stage=f"import {framework}")
         try:
-            importlib.import_module(preload)
+            importlib.import_module(framework)  # the framework must own the library we drive
         except Exception as exc:  # noqa: BLE001 - any import failure is a load problem to report
-            _report(load_error=f"import {preload} failed: {type(exc).__name__}: {exc}")
+            _report(load_error=f"import {framework} failed: {type(exc).__name__}: {exc}")
             return
     _report(stage="dlopen")
     try:
@@ -206,99 +412,48 @@ def _child(convention: str, library: str, preload: str | None) -> None:
     except OSError as exc:
         _report(load_error=f"dlopen failed: {exc}")
         return
-    symbols = [name for name in SYMBOLS if hasattr(lib, name)]
-    _report(symbols=symbols)
-    if len(symbols) != len(SYMBOLS):
-        return
     calls = _Calls(lib, convention)
-
     _report(stage="getStreamFromExternal(sentinel)")
-    offsets: set[int] | None = None
-    extent = ctypes.sizeof(_Regs16) if convention == REGS16 else 0  # sret: the last byte the callee wrote
-    for fill in FILLS:
-        for sentinel in SENTINELS:
-            raw = calls.raw_bytes(calls.from_external(sentinel, PROBE_DEVICE, fill))
-            found = {off for off in range(0, len(raw) - 7, 8) if _stream_id(raw, off) == sentinel}
-            offsets = found if offsets is None else offsets & found
-            if convention == SRET:
-                written = [i for i, b in enumerate(raw) if b != fill]
-                extent = max(extent, written[-1] + 1 if written else 0)
-    if not offsets:
-        _report(error="the sentinel stream pointer appeared at no 8-byte-aligned offset of the returned object")
+    offset = _calibrate(calls)
+    if offset is None:
         return
-    if len(offsets) > 1:
-        _report(error=f"the sentinel stream pointer appeared at several offsets {sorted(offsets)}")
+    _report(offset=offset, stage=f"{framework} streams")
+    try:
+        fw = framework_streams(framework, library)
+    except Exception as exc:  # noqa: BLE001 - e.g. a CPU build of Paddle: reported, never called
+        _report(load_error=f"{framework} streams unavailable: {type(exc).__name__}: {exc}")
         return
-    offset = offsets.pop()
-    _report(offset=offset, object_size=(extent + 7) // 8 * 8)
-
-    _report(stage="getCurrentCUDAStream")
-    saved = calls.get(PROBE_DEVICE)
-    saved_id = _stream_id(calls.raw_bytes(saved), offset)
-    for sentinel in SENTINELS:
-        _report(stage="setCurrentCUDAStream(sentinel) then getCurrentCUDAStream")
-        calls.set(calls.from_external(sentinel, PROBE_DEVICE))
-        got = _stream_id(calls.raw_bytes(calls.get(PROBE_DEVICE)), offset)
-        if got != sentinel:
-            calls.set(saved)
-            _report(error=f"after setCurrentCUDAStream(sentinel {sentinel:#x}) getCurrentCUDAStream read {got:#x}")
-            return
-    _report(stage="setCurrentCUDAStream(saved) then getCurrentCUDAStream")
-    calls.set(saved)
-    got = _stream_id(calls.raw_bytes(calls.get(PROBE_DEVICE)), offset)
-    if got != saved_id:
-        _report(error=f"restoring the saved stream {saved_id:#x} read back {got:#x}")
-        return
-    _report(proven=True, stage="done")
+    _classify(_Calls(lib, convention, offset), offset, fw)
 
 
 # ---------------------------------------------------------------- parent side
 
 
-def cache_file() -> Path:
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fastdeploy_cudagraph_ext"
-    return Path(root) / "c10_bridge.json"
+def _exported_symbols(library: str) -> tuple[str, ...]:
+    """Which of c10's stream functions the library exports, looked up in-process (never cached)."""
+    lib = ctypes.CDLL(library)
+    return tuple(name for name in SYMBOLS if hasattr(lib, name))
 
 
-def _build_key(library: str) -> str:
-    real = os.path.realpath(library)
-    st = os.stat(real)
-    return f"v{PROBE_VERSION}|{platform.machine()}|{real}|{st.st_size}|{st.st_mtime_ns}"
+def _build_key(library: str, framework: str) -> str:
+    st = os.stat(library)
+    return f"v{PROBE_VERSION}|{platform.machine()}|{framework}|{library}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _read_cache() -> dict[str, dict]:
-    try:
-        data = json.loads(cache_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _child_command(library: str, framework: str, convention: str) -> list[str]:
+    # -I: no PYTHONPATH, user site or cwd on sys.path (a `paddle/` folder in the worker's cwd must not
+    # shadow Paddle); our package and the parent's absolute import roots are passed explicitly.
+    cwd = os.path.realpath(os.getcwd())
+    roots = [str(Path(__file__).resolve().parent.parent)]
+    roots += [p for p in sys.path if os.path.isabs(p) and os.path.realpath(p) != cwd and p not in roots]
+    boot = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
+            "from fastdeploy_cudagraph_ext.c10_bridge import main; sys.exit(main(sys.argv[2:]))")
+    return [sys.executable, "-I", "-c", boot, json.dumps(roots), library, "--framework", framework, "--child", convention]
 
 
-def _write_cache(key: str, verdict: C10Verdict) -> None:
-    path = cache_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read_cache()
-        data[key] = asdict(verdict)
-        # Atomic replace: concurrent workers may race, the worst case is a lost entry (re-probed later).
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".c10_bridge.", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache only saves time; probing again is always correct
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _parse_reports(stdout: str) -> dict:
+def _parse_reports(stdout: bytes) -> dict:
     merged: dict = {}
-    for line in stdout.splitlines():
+    for line in stdout.decode("utf-8", "replace").splitlines():
         if line.startswith(_TAG):
             try:
                 merged.update(json.loads(line[len(_TAG) :]))
@@ -307,38 +462,44 @@ def _parse_reports(stdout: str) -> dict:
     return merged
 
 
-def _run_children(library: str, preload: str | None) -> dict[str, dict]:
-    """Run one child per convention, in parallel; returns each child's merged report plus its fate."""
-    cmd = [sys.executable, "-m", "fastdeploy_cudagraph_ext.c10_bridge", library]
-    if preload:
-        cmd += ["--preload", preload]
-    env = _child_env()
-    procs = {
-        conv: subprocess.Popen(
-            cmd + ["--child", conv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        for conv in CONVENTIONS
-    }
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
+def _run_children(library: str, framework: str) -> dict[str, dict]:
+    """One child per convention, in parallel, in an empty directory; each child's merged report plus its fate."""
+    workdir = tempfile.mkdtemp(prefix="fdcg_c10_probe_")
+    procs: dict[str, subprocess.Popen] = {}
     results: dict[str, dict] = {}
-    for conv, proc in procs.items():
-        try:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            timed_out = True
-        report = _parse_reports(out)
-        report["returncode"] = proc.returncode
-        report["timed_out"] = timed_out
-        report["stderr_tail"] = err.strip()[-400:]
-        results[conv] = report
+    try:
+        for conv in CONVENTIONS:
+            try:
+                procs[conv] = subprocess.Popen(_child_command(library, framework, conv), cwd=workdir,
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            except OSError as exc:
+                results[conv] = {"spawn_error": f"{type(exc).__name__}: {exc}"}
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        for conv, proc in procs.items():
+            try:
+                out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                timed_out = True
+            report = _parse_reports(out)
+            report.update(returncode=proc.returncode, timed_out=timed_out,
+                          stderr_tail=err.decode("utf-8", "replace").strip()[-400:])
+            results[conv] = report
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
 def _failure(report: dict) -> str:
     """One line: why this child did not prove its convention."""
+    if report.get("spawn_error"):
+        return f"could not start the child process: {report['spawn_error']}"
     stage = report.get("stage", "start")
     if report.get("timed_out"):
         return f"child timed out after {CHILD_TIMEOUT_S:.0f} s during {stage}"
@@ -351,24 +512,68 @@ def _failure(report: dict) -> str:
         return f"child killed by {name} during {stage} (crash contained)"
     if report.get("error"):
         return report["error"]
+    if report.get("load_error"):
+        return report["load_error"]
     tail = report.get("stderr_tail", "")
     return f"child exited with status {code} during {stage}" + (f": {tail.splitlines()[-1]}" if tail else "")
 
 
-def _decide(library: str, reports: dict[str, dict]) -> tuple[C10Verdict, bool]:
+def _decide(library: str, symbols: tuple[str, ...], reports: dict[str, dict]) -> tuple[C10Verdict, bool]:
     """The verdict from the children's reports, and whether it may be cached (not for transient failures)."""
-    load_errors = [r["load_error"] for r in reports.values() if r.get("load_error")]
-    symbol_lists = [r["symbols"] for r in reports.values() if "symbols" in r]
-    if load_errors or not symbol_lists:
-        why = load_errors[0] if load_errors else "; ".join(f"{c}: {_failure(r)}" for c, r in reports.items())
-        problem = (
-            f"could not inspect the c10 library {library}: {why}. Fix: make sure it loads in a fresh Python process "
-            "of this environment (import the framework that ships it first), then retry."
-        )
-        return C10Verdict(library, (), problem=problem), False
-    symbols = tuple(symbol_lists[0])
+    attempts = {c: ("proven" if r.get("proven") else _failure(r)) for c, r in reports.items()}
+    proven = [c for c, r in reports.items() if r.get("proven")]
+    if len(proven) == 1:
+        r = reports[proven[0]]
+        return C10Verdict(library, symbols, r["behaviour"], proven[0], r["offset"], "", attempts), True
+    tried = "; ".join(f"{_DESCRIBE[c]}: {why}" for c, why in attempts.items())
+    what = "more than one calling convention passed, so none can be trusted" if proven else "no calling convention could be proven"
+    problem = (
+        f"{library} exports c10's current-stream functions, but {what} (each tried in a child process: a sentinel "
+        f"through getStreamFromExternal, then set/get/restore with real streams: {tried}). Fix: use a Paddle/PyTorch "
+        "build whose c10 CUDAStream has a known layout (PyTorch's 16 bytes, Paddle compat's 24, 32 or 48) or a "
+        "header-only compat layer (Paddle 3.2.x/3.3.x); a changed library build is re-probed automatically."
+    )
+    transient = any(r.get("timed_out") or r.get("spawn_error") or r.get("load_error") for r in reports.values())
+    return C10Verdict(library, symbols, problem=problem, attempts=attempts), not transient
+
+
+def _cache_entry(verdict: C10Verdict) -> dict[str, object]:
+    return {"behaviour": verdict.behaviour, "convention": verdict.convention, "offset": verdict.offset,
+            "problem": verdict.problem}
+
+
+def _from_cache(entry: object, library: str, symbols: tuple[str, ...]) -> C10Verdict | None:
+    """A cached child verdict for this library, if the entry has exactly the shape we write; else None (logged)."""
+    ok = isinstance(entry, dict) and set(entry) == {"behaviour", "convention", "offset", "problem"}
+    if ok and entry["problem"]:
+        ok = isinstance(entry["problem"], str) and entry["behaviour"] is entry["convention"] is entry["offset"] is None
+    elif ok:
+        offset = entry["offset"]
+        ok = (entry["behaviour"] in (FOLLOWS, *BRIDGED) and entry["convention"] in CONVENTIONS
+              and type(offset) is int and 0 <= offset <= SRET_BYTES - 8 and offset % 8 == 0)
+    if not ok:
+        log.warning("ignoring a malformed cached c10 verdict for %s: %.200r; probing afresh", library, entry)
+        return None
+    return C10Verdict(library, symbols, entry["behaviour"], entry["convention"], entry["offset"], entry["problem"])
+
+
+def probe(library_path: str, framework: str = PADDLE, preload: str | None = None) -> C10Verdict:
+    """Classify the c10 of this library: header-only in-process, everything else in child processes (cached).
+
+    `preload` is the former name of `framework` (doctor.py still passes it)."""
+    framework = preload or framework
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, not {framework!r}")
+    library = os.path.realpath(library_path)
+    try:
+        symbols = _exported_symbols(library)
+        key = _build_key(library, framework)
+    except OSError as exc:
+        problem = (f"could not load the c10 library {library_path}: {exc}. Fix: check the path, and that it loads "
+                   f"in this environment (import {framework} first).")
+        return C10Verdict(library, (), problem=problem)
     if not symbols:
-        return C10Verdict(library, ()), True
+        return C10Verdict(library, (), HEADER_ONLY)
     if len(symbols) != len(SYMBOLS):
         missing = ", ".join(sorted(set(SYMBOLS) - set(symbols)))
         problem = (
@@ -376,62 +581,38 @@ def _decide(library: str, reports: dict[str, dict]) -> tuple[C10Verdict, bool]:
             "current stream and cannot be moved. Fix: use a Paddle/PyTorch build that exports all three "
             "(getCurrentCUDAStream, setCurrentCUDAStream, getStreamFromExternal) or a header-only compat layer."
         )
-        return C10Verdict(library, symbols, problem=problem), True
-    attempts = {c: ("proven" if r.get("proven") else _failure(r)) for c, r in reports.items()}
-    proven = [c for c, r in reports.items() if r.get("proven")]
-    if len(proven) == 1:
-        r = reports[proven[0]]
-        return C10Verdict(library, symbols, proven[0], r["offset"], r["object_size"], "", attempts), True
-    tried = "; ".join(f"{_DESCRIBE[c]}: {why}" for c, why in attempts.items())
-    what = "more than one calling convention passed, so none can be trusted" if proven else "no calling convention could be proven"
-    problem = (
-        f"{library} exports c10's current-stream functions, so c10 keeps its own current stream, but {what} "
-        f"(each tried in a child process with a sentinel stream and a set/get/restore round trip: {tried}). "
-        "Fix: use a Paddle/PyTorch build whose c10 CUDAStream has a known layout (PyTorch's 16-byte object or "
-        "Paddle compat's 48-byte one) or a header-only compat layer; a changed library build is re-probed "
-        f"automatically (cache: {cache_file()})."
-    )
-    return C10Verdict(library, symbols, problem=problem, attempts=attempts), not any(
-        r.get("timed_out") for r in reports.values()
-    )
-
-
-def probe(library_path: str, preload: str | None = None) -> C10Verdict:
-    """Find out, in child processes, whether and how c10's current stream in this library can be driven."""
-    library = os.path.realpath(library_path)
-    try:
-        key = _build_key(library)
-    except OSError as exc:
-        problem = f"could not inspect the c10 library {library_path}: {exc.strerror or exc}. Fix: check the path."
-        return C10Verdict(library, (), problem=problem)
-    cached = _read_cache().get(key)
-    if cached is not None:
-        try:
-            return C10Verdict.from_json(json.dumps(cached))
-        except (TypeError, KeyError):
-            pass  # an entry of another shape: probe again and overwrite it
-    verdict, cacheable = _decide(library, _run_children(library, preload))
-    if cacheable:
-        _write_cache(key, verdict)
+        return C10Verdict(library, symbols, problem=problem)
+    with locked_cache() as cache:
+        entries = cache.read() if cache is not None else {}
+        if key in entries:
+            cached = _from_cache(entries[key], library, symbols)
+            if cached is not None:
+                return cached
+        verdict, cacheable = _decide(library, symbols, _run_children(library, framework))
+        if cacheable and cache is not None:
+            cache.write(key, _cache_entry(verdict))
     return verdict
 
 
-def c10_status(library_path: str, preload: str | None = None) -> C10Status:
-    """The policy's view of this c10: follows the framework, bridged, or unbridgeable with the reason."""
-    verdict = probe(library_path, preload)
+def c10_status(library_path: str, framework: str = PADDLE, preload: str | None = None) -> C10Status:
+    """The policy's view of this c10: follows the framework, bridged (and how), or unbridgeable with the reason.
+
+    `preload` is the former name of `framework`."""
+    framework = preload or framework
+    verdict = probe(library_path, framework)
     if verdict.problem:
         return C10Status(follows_framework=False, bridge=None, problem=verdict.problem)
-    if verdict.header_only:
+    if verdict.behaviour in (HEADER_ONLY, FOLLOWS):
         return C10Status(follows_framework=True)
     try:
-        bridge = C10Bridge(verdict, preload)
-    except (ImportError, OSError) as exc:
+        bridge = C10Bridge(verdict)
+    except OSError as exc:
         problem = (
             f"{verdict.library} was proven drivable in a child process but could not be loaded here: {exc}. "
-            "Fix: import the framework that ships it before building the capture policy."
+            f"Fix: import {framework} before building the capture policy."
         )
         return C10Status(follows_framework=False, bridge=None, problem=problem)
-    return C10Status(follows_framework=False, bridge=bridge)
+    return C10Status(follows_framework=False, bridge=bridge, set_moves_framework=verdict.behaviour == MOVES_FRAMEWORK)
 
 
 def paddle_library_path() -> str | None:
@@ -447,40 +628,78 @@ def paddle_library_path() -> str | None:
     return None
 
 
+PADDLE_MISSING = (
+    "Paddle not installed: no paddle/libs/libphi_core.so on sys.path, so Paddle's c10 could not be inspected. "
+    "Fix: install the Paddle GPU build FastDeploy runs on in this Python environment."
+)
+
+
 def paddle_c10_status() -> C10Status:
     """C10Status for the Paddle device; without Paddle nothing is known, so nothing is claimed to follow."""
     library = paddle_library_path()
     if library is None:
-        return C10Status(
-            follows_framework=False,
-            bridge=None,
-            problem=(
-                "Paddle not installed: no paddle/libs/libphi_core.so on sys.path, so Paddle's c10 could not be "
-                "inspected. Fix: install the Paddle GPU build FastDeploy runs on in this Python environment."
-            ),
-        )
-    return c10_status(library, preload="paddle")
+        return C10Status(follows_framework=False, bridge=None, problem=PADDLE_MISSING)
+    return c10_status(library, PADDLE)
+
+
+_WHAT_THE_PLUGIN_DOES = {
+    HEADER_ONLY: "c10's current stream IS Paddle's (header-only compat, as in the 3.2.x and 3.3.x releases): "
+    "the plugin's capture stream, made Paddle's current stream, carries torch-API DeepEP kernels into the graph; "
+    "nothing is bridged.",
+    FOLLOWS: "c10 follows Paddle's stream and its setCurrentCUDAStream moves Paddle's stream for every thread "
+    "(develop after Paddle PR #78652): the plugin never calls it; switching Paddle's stream to the capture stream "
+    "carries torch-API DeepEP kernels into the graph.",
+    APART: "c10 keeps a per-thread current stream apart from Paddle's (develop, Paddle PR #78584): the plugin moves "
+    "it to the capture stream for warmup and capture, reads it back, and restores it afterwards.",
+    MOVES_FRAMEWORK: "c10 keeps a per-thread current stream whose set also moves Paddle's stream (Paddle PR #78902): "
+    "the plugin moves c10 to the capture stream, then restores c10 and Paddle's stream, never setting c10 to the "
+    "thread's default stream (that would null Paddle's stream).",
+}
+
+
+def paddle_c10_report() -> tuple[bool, str]:
+    """For the doctor: (ok, one paragraph: which c10 class the installed Paddle is in and what the plugin does there,
+    or the problem and its fix). Never raises."""
+    try:
+        library = paddle_library_path()
+        if library is None:
+            return False, PADDLE_MISSING
+        version = next((v for v in map(_dist_version, ("paddlepaddle-gpu", "paddlepaddle")) if v), "unknown version")
+        verdict = probe(library, PADDLE)
+        if verdict.problem:
+            return False, f"Paddle {version}: {verdict.problem}"
+        how = "" if verdict.behaviour in (HEADER_ONLY, FOLLOWS) else (
+            f" (convention {verdict.convention}, stream id at byte {verdict.offset})")
+        return True, f"Paddle {version} ({library}): {verdict.behaviour}{how}. {_WHAT_THE_PLUGIN_DOES[verdict.behaviour]}"
+    except Exception as exc:  # noqa: BLE001 - a broken Paddle is a finding for the doctor, not a crash
+        return False, (f"Paddle's c10 could not be inspected: {type(exc).__name__}: {exc}. Fix: reinstall the Paddle "
+                       "GPU build FastDeploy runs on, then run the doctor again.")
+
+
+def _dist_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fastdeploy_cudagraph_ext.c10_bridge",
-        description="Probe a c10 library (default: Paddle's libphi_core.so) and print the verdict as JSON.",
+        description="Classify a c10 library (default: Paddle's libphi_core.so) and print the verdict as JSON.",
     )
     parser.add_argument("library", nargs="?", help="path to libphi_core.so or libc10_cuda.so")
-    parser.add_argument("--preload", help="module to import first so the library's dependencies resolve")
+    parser.add_argument("--framework", choices=FRAMEWORKS, default=PADDLE, help="whose streams the library belongs to")
     parser.add_argument("--child", choices=CONVENTIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child, args.library, args.preload)
+        _child(args.child, args.library, args.framework)
         return 0
-    library, preload = args.library, args.preload
+    library = args.library or paddle_library_path()
     if library is None:
-        library, preload = paddle_library_path(), preload or "paddle"
-        if library is None:
-            print(paddle_c10_status().problem, file=sys.stderr)
-            return 1
-    verdict = probe(library, preload)
+        print(PADDLE_MISSING, file=sys.stderr)
+        return 1
+    verdict = probe(library, args.framework)
     print(json.dumps(asdict(verdict), indent=2, sort_keys=True))
     print(verdict.describe(), file=sys.stderr)
     return 1 if verdict.problem else 0

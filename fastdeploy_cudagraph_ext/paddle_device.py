@@ -1,7 +1,33 @@
 """The Paddle implementation of the stream policy's device interface (imported lazily, GPU builds only)."""
 from __future__ import annotations
 
+import ctypes
+import functools
+import logging
+
 from .stream_policy import CaptureStreamPolicy
+
+log = logging.getLogger(__name__)
+CUDA_STREAM_CAPTURE_STATUS_NONE = 0  # cudaStreamCaptureStatusNone; Active = 1, Invalidated = 2
+
+
+@functools.lru_cache(maxsize=None)
+def _cudart() -> ctypes.CDLL:
+    """The CUDA runtime Paddle loaded (found in this process's mappings; by soname otherwise)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if "/libcudart.so" in path:
+                lib = ctypes.CDLL(path)
+                break
+        else:
+            import paddle
+
+            lib = ctypes.CDLL(f"libcudart.so.{paddle.version.cuda().split('.')[0]}")
+    lib.cudaStreamIsCapturing.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    lib.cudaStreamEndCapture.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.cudaGraphDestroy.argtypes = [ctypes.c_void_p]
+    return lib
 
 
 class PaddleStreamDevice:
@@ -39,6 +65,32 @@ class PaddleStreamDevice:
 
     def is_capturing(self) -> bool:
         return bool(self._paddle.device.is_current_stream_capturing())
+
+    def is_stream_capturing(self, stream: object) -> bool:
+        status = ctypes.c_int(CUDA_STREAM_CAPTURE_STATUS_NONE)
+        err = _cudart().cudaStreamIsCapturing(self.raw_handle(stream), ctypes.byref(status))
+        if err != 0:
+            raise RuntimeError(f"cudaStreamIsCapturing failed with CUDA error {err}")
+        return status.value != CUDA_STREAM_CAPTURE_STATUS_NONE
+
+    def end_and_discard_capture(self, stream: object) -> None:
+        if self.is_capturing():
+            # Paddle's own capture (FastDeploy captures through paddle.device.cuda.graphs.CUDAGraph, whose
+            # capture_end calls core.CUDAGraph.end_capture()): end it through Paddle so that Paddle's capture
+            # state is reset too, and drop the graph. Reached only on a CUDA build (__init__ refuses others).
+            try:
+                self._paddle.base.core.CUDAGraph.end_capture().reset()
+            except Exception:  # noqa: BLE001 - e.g. an invalidated capture: ended through the runtime below
+                log.warning("Paddle could not end the aborted capture; ending it through the CUDA runtime",
+                            exc_info=True)
+            if not self.is_stream_capturing(stream):
+                return
+        cudart = _cudart()
+        graph = ctypes.c_void_p()
+        cudart.cudaStreamEndCapture(self.raw_handle(stream), ctypes.byref(graph))  # an invalidated capture errs
+        if graph.value:
+            cudart.cudaGraphDestroy(graph)
+        cudart.cudaGetLastError()  # clear the sticky error an invalidated capture leaves for the next launch
 
 
 def paddle_policy() -> CaptureStreamPolicy:

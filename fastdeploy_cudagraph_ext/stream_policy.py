@@ -7,18 +7,26 @@ FastDeploy worker, on PyTorch in tests/gpu, and on a recording fake in CPU tests
 * `C10Streams`: the c10 "current stream" that torch-API C++ extensions (DeepEP) launch on.
 
 Capture scope (warmup and capture): the capture stream waits on the caller's stream, becomes
-the framework's current stream, c10 is moved to it where it does not follow by itself, and on
-exit everything is restored and the caller's stream waits on the capture stream.
-Replay scope: only the two stream waits; no device-wide synchronize.
+the framework's current stream, c10 is moved to it where it keeps its own per-thread stream, and
+on exit c10, then the framework's stream, are restored (each even if the other fails) and the
+caller's stream waits on the capture stream. Where c10's set also moves the framework's stream
+(Paddle semantics C), c10 is never set back to the thread's null default stream. If the body
+raises with a capture still open, that capture is ended and discarded before anything waits on
+the capture stream (waiting on a capturing stream would join its capture), and the body's
+exception propagates. Replay scope: only the two stream waits; no lock, no c10 work, no
+device-wide synchronize.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class CaptureEscapeError(RuntimeError):
@@ -33,13 +41,16 @@ class StreamDevice(Protocol):
     def wait_stream(self, waiter: object, waitee: object) -> None: ...
     def raw_handle(self, stream: object) -> int: ...
     def is_capturing(self) -> bool: ...
+    def is_stream_capturing(self, stream: object) -> bool: ...
+    def end_and_discard_capture(self, stream: object) -> None: ...
 
 
 class C10Streams(Protocol):
-    """A c10 library whose current stream is kept apart from the framework's (thread-local)."""
+    """A c10 library whose current stream is kept per thread, apart from the framework's."""
 
     def current_raw(self, device_id: int) -> int: ...
     def save(self, device_id: int) -> object: ...
+    def saved_raw(self, saved: object) -> int: ...
     def restore(self, saved: object) -> None: ...
     def set_raw(self, device_id: int, raw: int) -> None: ...
 
@@ -48,9 +59,12 @@ class C10Streams(Protocol):
 class C10Status:
     """What is known about the installed c10: it follows the framework, is bridged, or cannot be."""
 
-    follows_framework: bool  # header-only compat: c10's current stream IS the framework's
-    bridge: C10Streams | None = None  # set when c10 keeps its own thread-local and we can drive it
+    follows_framework: bool  # header-only compat, or c10 that returns (and sets) the framework's stream
+    bridge: C10Streams | None = None  # set when c10 keeps its own per-thread stream and we can drive it
     problem: str = ""  # why there is no bridge although c10 keeps its own stream
+    # Semantics C: c10's set also moves the framework's stream, so restoring the thread's default
+    # (null) stream through set would null the framework's stream.
+    set_moves_framework: bool = False
 
 
 def torch_api_extensions_may_launch() -> bool:
@@ -64,6 +78,16 @@ ESCAPE_FIX = (
     "use Paddle's in-tree DeepEP (unset FD_USE_PFCC_DEEP_EP), which follows Paddle's stream; "
     "or disable CUDA graphs (graph_optimization_config use_cudagraph=false)."
 )
+
+
+def _run_all(*steps: Callable[[], None]) -> None:
+    """Run every step even when an earlier one raises (each in its own `finally`); the first error propagates."""
+    if not steps:
+        return
+    try:
+        steps[0]()
+    finally:
+        _run_all(*steps[1:])
 
 
 class CaptureStreamPolicy:
@@ -83,11 +107,13 @@ class CaptureStreamPolicy:
         self._local = threading.local()
 
     def capture_stream(self, device_id: int) -> object:
-        with self._lock:
-            stream = self._streams.get(device_id)
-            if stream is None:
-                stream = self._streams[device_id] = self.device.new_nonblocking_stream(device_id)
-            return stream
+        stream = self._streams.get(device_id)  # no lock once created: replays read it on every call
+        if stream is None:
+            with self._lock:
+                stream = self._streams.get(device_id)
+                if stream is None:
+                    stream = self._streams[device_id] = self.device.new_nonblocking_stream(device_id)
+        return stream
 
     def _device_id(self, device_id: int | None) -> int:
         return self.device.current_device() if device_id is None else device_id
@@ -98,8 +124,9 @@ class CaptureStreamPolicy:
             depths = self._local.depths = {}
         return depths
 
-    def _sync_c10(self, device_id: int, capture_raw: int) -> Callable[[], None] | None:
-        """Point c10 at the capture stream if it does not follow by itself; returns the undo."""
+    def _sync_c10(self, device_id: int, target: object, after: object) -> Callable[[], None] | None:
+        """Point c10 at `target` if c10 does not follow by itself; returns the undo, which runs just before
+        the framework's stream is set back to `after`."""
         if self.c10.follows_framework:
             return None
         bridge = self.c10.bridge
@@ -111,17 +138,38 @@ class CaptureStreamPolicy:
                     f"capture stream: {self.c10.problem}. Its kernels would run outside the graph. " + ESCAPE_FIX
                 )
             return None
-        if bridge.current_raw(device_id) == capture_raw:
+        target_raw = self.device.raw_handle(target)
+        if bridge.current_raw(device_id) == target_raw:
             return None
         saved = bridge.save(device_id)
-        bridge.set_raw(device_id, capture_raw)
-        if bridge.current_raw(device_id) != capture_raw:
-            bridge.restore(saved)
+        if self.c10.set_moves_framework and bridge.saved_raw(saved) == 0:
+            # The thread had no c10 stream of its own (the default stream): setting that back would null
+            # the framework's stream. c10 goes to the framework stream being restored instead.
+            after_raw = self.device.raw_handle(after)
+            undo = lambda: bridge.set_raw(device_id, after_raw)  # noqa: E731
+        else:
+            undo = lambda: bridge.restore(saved)  # noqa: E731
+        bridge.set_raw(device_id, target_raw)
+        if bridge.current_raw(device_id) != target_raw:
+            undo()
             raise CaptureEscapeError(
                 "The c10 current stream did not move to the capture stream (read back a different stream); "
                 "extension kernels would run outside the graph. " + ESCAPE_FIX
             )
-        return lambda: bridge.restore(saved)
+        return undo
+
+    def _abort_capture(self, capture: object) -> bool:
+        """End and discard a capture the failed body left open, before anything waits on its stream
+        (a stream that waits on an event of a capturing stream joins that capture). True when the
+        capture stream may be waited on."""
+        try:
+            if self.device.is_stream_capturing(capture):
+                self.device.end_and_discard_capture(capture)
+                log.warning("capture aborted by an exception: the open capture was ended and discarded")
+            return not self.device.is_stream_capturing(capture)
+        except Exception:  # noqa: BLE001 - the body's exception is the one to propagate
+            log.exception("could not end the capture left open by the failed body")
+            return False
 
     @contextmanager
     def capture_scope(self, device_id: int | None = None) -> Iterator[object]:
@@ -140,20 +188,30 @@ class CaptureStreamPolicy:
         self.device.wait_stream(capture, caller)  # inputs written on the caller's stream must be visible
         self.device.set_current_stream(dev, capture)
         try:
-            undo_c10 = self._sync_c10(dev, self.device.raw_handle(capture))
+            undo_c10 = self._sync_c10(dev, capture, caller)
         except BaseException:
             self.device.set_current_stream(dev, caller)
             raise
+        # c10 first, then the framework's stream: where setting c10 also moves it, the last word is ours.
+        restore = [
+            undo_c10 or (lambda: None),
+            lambda: self.device.set_current_stream(dev, caller),
+            lambda: self.device.wait_stream(caller, capture),
+        ]
         depths[dev] = 1
         try:
             yield capture
-        finally:
+        except BaseException:
             depths[dev] = 0
-            # c10 first: where setting c10 also moves the framework's stream, the last word is ours.
-            if undo_c10 is not None:
-                undo_c10()
-            self.device.set_current_stream(dev, caller)
-            self.device.wait_stream(caller, capture)
+            if not self._abort_capture(capture):
+                restore.pop()  # never join a capture that could not be ended
+            try:
+                _run_all(*restore)
+            except Exception:  # noqa: BLE001 - never mask the body's exception
+                log.exception("restoring the streams after a failed capture scope")
+            raise
+        depths[dev] = 0
+        _run_all(*restore)
 
     @contextmanager
     def eager_extension_scope(self, device_id: int | None = None) -> Iterator[None]:
@@ -166,11 +224,14 @@ class CaptureStreamPolicy:
             yield
             return
         dev = self._device_id(device_id)
-        undo_c10 = self._sync_c10(dev, self.device.raw_handle(self.device.current_stream(dev)))
+        current = self.device.current_stream(dev)
+        undo_c10 = self._sync_c10(dev, current, current)
         try:
             yield
         finally:
-            if undo_c10 is not None:
+            if self.c10.set_moves_framework:  # c10's undo may have moved the framework's stream
+                _run_all(undo_c10 or (lambda: None), lambda: self.device.set_current_stream(dev, current))
+            elif undo_c10 is not None:
                 undo_c10()
 
     @contextmanager
@@ -194,8 +255,13 @@ _policy_lock = threading.Lock()
 
 
 def get_policy() -> CaptureStreamPolicy:
-    """The process's policy; built on first use from Paddle and its c10 (imports Paddle lazily)."""
+    """The process's policy; built on first use from Paddle and its c10 (imports Paddle lazily).
+
+    Once built it is read without the lock: the serving path calls this on every step."""
     global _policy
+    policy = _policy
+    if policy is not None:
+        return policy
     with _policy_lock:
         if _policy is None:
             from .paddle_device import paddle_policy

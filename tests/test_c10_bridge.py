@@ -1,95 +1,53 @@
-"""The c10 bridge against fake c10 libraries built with g++: both layouts, broken ones, crashes, caching."""
+"""The c10 bridge against our g++ fake c10 libraries (tests/c10fakes/): classification by behaviour
+(A, B, C, header-only), every layout (48, 32, 24 and PyTorch's 16 bytes), the policy per class,
+crashes and child failures, and a verdict cache that cannot be poisoned."""
 from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from fastdeploy_cudagraph_ext import c10_bridge
+from fastdeploy_cudagraph_ext import c10_bridge, c10_cache
 from fastdeploy_cudagraph_ext.c10_bridge import (
+    APART,
+    FAKE,
+    FOLLOWS,
+    HEADER_ONLY,
+    MEMORY,
+    MOVES_FRAMEWORK,
     REGS16,
     SRET,
     SYMBOLS,
-    C10Verdict,
     c10_status,
+    paddle_c10_report,
     paddle_c10_status,
     paddle_library_path,
     probe,
 )
+from fastdeploy_cudagraph_ext.stream_policy import CaptureStreamPolicy
 
-# One source, several libraries: the exact mangled names of c10's current-stream functions over a
-# thread-local current stream per device, in PyTorch's or Paddle compat's object layout.
-FAKE_C10 = r"""
-#include <csignal>
-#include <cstdint>
-#include <string>
-#include <type_traits>
-struct CUstream_st;
-namespace c10 {
-#ifdef LAYOUT48
-struct Device { int8_t type; int8_t index; std::string custom_device_type; };
-#else
-struct Device { int8_t type; int8_t index; };
-#endif
-struct Stream { Device device; int64_t id; };
-namespace cuda {
-struct CUDAStream { Stream stream; };
-#ifdef LAYOUT48
-static_assert(sizeof(CUDAStream) == 48 && !std::is_trivially_copyable<CUDAStream>::value, "Paddle compat layout");
-#else
-static_assert(sizeof(CUDAStream) == 16 && std::is_trivially_copyable<CUDAStream>::value, "PyTorch layout");
-#endif
-#ifdef XOR_ID
-static const int64_t kEncode = 0x0F0F0F0F0F0F0F0FLL;  // the id is kept encoded: no sentinel shows
-#else
-static const int64_t kEncode = 0;
-#endif
-static thread_local CUDAStream current[8];  // zero-initialised: the legacy stream (id 0)
-static int slot(signed char device) { return device < 0 || device >= 8 ? 0 : device; }
-
-CUDAStream getStreamFromExternal(CUstream_st* ext, signed char device) {
-#ifdef ALWAYS_CRASH
-  std::raise(SIGSEGV);
-#endif
-#ifdef CHECK_DEVICE
-  if (device < -1 || device >= 8) std::raise(SIGSEGV);  // like indexing a per-device array unchecked
-#endif
-  CUDAStream s{};
-  s.stream.device.type = 1;
-  s.stream.device.index = device;
-  s.stream.id = reinterpret_cast<int64_t>(ext) ^ kEncode;
-  return s;
-}
-CUDAStream getCurrentCUDAStream(signed char device) {
-  CUDAStream s = current[slot(device)];
-  s.stream.device.type = 1;
-  s.stream.device.index = static_cast<int8_t>(slot(device));
-  return s;
-}
-void setCurrentCUDAStream(CUDAStream s) { current[slot(s.stream.device.index)] = s; }
-}  // namespace cuda
-}  // namespace c10
-// A side door for the tests: the thread's current id, read without the bridge.
-extern "C" int64_t fake_current_id(signed char device) {
-  return c10::cuda::current[c10::cuda::slot(device)].stream.id ^ c10::cuda::kEncode;
-}
-"""
-NO_SYMBOLS = 'extern "C" int unrelated_function() { return 42; }\n'
-
-VARIANTS = {
-    "torch16": ["-DLAYOUT16"],
-    "paddle48": ["-DLAYOUT48"],
-    "xor16": ["-DLAYOUT16", "-DXOR_ID"],
-    "crash_on_bad_device16": ["-DLAYOUT16", "-DCHECK_DEVICE"],
-    "always_crash16": ["-DLAYOUT16", "-DALWAYS_CRASH"],
-}
+FAKES = Path(__file__).resolve().parent / "c10fakes"
+SEMANTICS = {"A": APART, "B": FOLLOWS, "C": MOVES_FRAMEWORK}
+LAYOUTS = {48: (SRET, 40), 32: (MEMORY, 24), 24: (MEMORY, 16), 16: (REGS16, 8)}
+VARIANTS = {f"{sem}{size}": [f"-DLAYOUT={size}", f"-DSEM_{sem}"] for sem in SEMANTICS for size in (48, 32, 24)}
+VARIANTS.update({
+    "A16": ["-DLAYOUT=16", "-DSEM_A"],  # PyTorch
+    "xor16": ["-DLAYOUT=16", "-DSEM_A", "-DXOR_ID"],
+    "crash_on_bad_device16": ["-DLAYOUT=16", "-DSEM_A", "-DCHECK_DEVICE"],
+    "always_crash16": ["-DLAYOUT=16", "-DSEM_A", "-DALWAYS_CRASH"],
+    "set_ignored32": ["-DLAYOUT=32", "-DSEM_A", "-DSET_IGNORED"],
+    "get_wrong_device48": ["-DLAYOUT=48", "-DSEM_A", "-DGET_WRONG_DEVICE"],
+})
+FRAMEWORK_START = 0x5000  # the fake framework stream of device 0 before anything moves it
 
 
 @pytest.fixture(scope="session")
@@ -98,154 +56,559 @@ def fake_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     if gxx is None:
         pytest.skip("g++ not found: cannot build the fake c10 libraries these tests probe")
     root = tmp_path_factory.mktemp("fake_c10")
-    (root / "fake_c10.cpp").write_text(FAKE_C10)
-    (root / "no_symbols.cpp").write_text(NO_SYMBOLS)
+    jobs = [(name, "fake_c10.cpp", flags) for name, flags in VARIANTS.items()]
+    jobs += [("no_symbols", "no_symbols.cpp", []), ("planted", "planted.cpp", [])]
     libs = {}
-    jobs = [(name, "fake_c10.cpp", flags) for name, flags in VARIANTS.items()] + [("no_symbols", "no_symbols.cpp", [])]
     for name, src, flags in jobs:
         out = root / f"lib{name}.so"
-        subprocess.run([gxx, "-shared", "-fPIC", "-O1", "-std=c++17", *flags, "-o", str(out), src], cwd=root, check=True)
+        subprocess.run([gxx, "-shared", "-fPIC", "-O1", "-std=c++17", *flags, "-o", str(out), str(FAKES / src)], check=True)
         libs[name] = str(out)
     return libs
 
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(c10_bridge.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(c10_cache.CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
-def test_torch_layout_calibrates_to_offset_8(fake_libs: dict[str, str]) -> None:
-    verdict = probe(fake_libs["torch16"])
-    assert verdict.problem == ""
+class SideDoors:
+    """What the fake library knows, read around the bridge: the framework stream and c10 per thread."""
+
+    def __init__(self, library: str) -> None:
+        lib = ctypes.CDLL(library)
+        self.c10 = lib.fake_c10_current_id
+        self.c10.restype, self.c10.argtypes = ctypes.c_int64, [ctypes.c_int8]
+        self.framework = lib.fake_framework_stream
+        self.framework.restype, self.framework.argtypes = ctypes.c_int64, [ctypes.c_int8]
+        self.nulled = lib.fake_framework_was_nulled
+        self.set_framework = lib.fake_set_framework_stream
+        self.set_framework.argtypes = [ctypes.c_int8, ctypes.c_int64]
+
+
+class LibDevice(c10_bridge._FakeStreams):
+    """StreamDevice whose current stream is the fake library's framework stream (Paddle's GPUContext stream)."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__(library)
+        self.log: list[tuple] = []
+        self.set_current_stream(0, FRAMEWORK_START)  # every test starts from the framework's own stream
+
+    def current_device(self) -> int:
+        return 0
+
+    def set_current_stream(self, device_id: int, stream: int) -> None:
+        self.log.append(("set_stream", stream))
+        super().set_current_stream(device_id, stream)
+
+    def wait_stream(self, waiter: int, waitee: int) -> None:
+        self.log.append(("wait", waiter, waitee))
+
+    def is_capturing(self) -> bool:
+        return False
+
+    def is_stream_capturing(self, stream: int) -> bool:
+        return False
+
+    def end_and_discard_capture(self, stream: int) -> None:
+        raise AssertionError("nothing captures here")
+
+
+def in_fresh_thread(body) -> None:
+    """c10 state is per thread: run a scenario on a thread whose c10 was never set."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------- classification and layouts
+
+
+@pytest.mark.parametrize("size", [48, 32, 24])
+@pytest.mark.parametrize("sem", ["A", "B", "C"])
+def test_each_semantics_and_layout_is_classified_by_behaviour(fake_libs, sem: str, size: int) -> None:
+    verdict = probe(fake_libs[f"{sem}{size}"], FAKE)
+    assert verdict.problem == "", verdict.problem
     assert verdict.symbols_found == SYMBOLS
-    assert (verdict.convention, verdict.offset, verdict.object_size) == (REGS16, 8, 16)
+    assert verdict.behaviour == SEMANTICS[sem]
+    assert (verdict.convention, verdict.offset) == LAYOUTS[size]
+    assert [c for c, why in verdict.attempts.items() if why == "proven"] == [LAYOUTS[size][0]]
 
 
-def test_paddle_layout_calibrates_to_offset_40_and_contains_the_wrong_guess_crash(fake_libs: dict[str, str]) -> None:
-    verdict = probe(fake_libs["paddle48"])
-    assert verdict.problem == ""
-    assert (verdict.convention, verdict.offset, verdict.object_size) == (SRET, 40, 48)
+def test_pytorch_layout_is_per_thread_apart_in_registers_at_offset_8(fake_libs) -> None:
+    verdict = probe(fake_libs["A16"], FAKE)
+    assert (verdict.behaviour, verdict.convention, verdict.offset, verdict.problem) == (APART, REGS16, 8, "")
+
+
+def test_the_48_byte_layout_contains_the_wrong_guess_crash(fake_libs) -> None:
+    verdict = probe(fake_libs["A48"], FAKE)
     # The register guess writes the result through the (non-canonical) sentinel: it must die in the child.
     assert "SIGSEGV" in verdict.attempts[REGS16]
     assert verdict.attempts[SRET] == "proven"
 
 
-@pytest.mark.parametrize("name", ["torch16", "paddle48"])
-def test_bridge_set_get_restore_round_trip(fake_libs: dict[str, str], name: str) -> None:
-    status = c10_status(fake_libs[name])
-    assert not status.follows_framework and status.problem == ""
-    bridge = status.bridge
-    side_door = ctypes.CDLL(fake_libs[name]).fake_current_id
-    side_door.restype, side_door.argtypes = ctypes.c_int64, [ctypes.c_int8]
-
-    assert bridge.current_raw(0) == 0
-    saved = bridge.save(0)
-    bridge.set_raw(0, 0x7F00_1234_5670)
-    assert bridge.current_raw(0) == 0x7F00_1234_5670
-    assert side_door(0) == 0x7F00_1234_5670
-    bridge.set_raw(1, 0x7F00_0000_0100)  # another device keeps its own current stream
-    assert bridge.current_raw(0) == 0x7F00_1234_5670
-    assert bridge.current_raw(1) == 0x7F00_0000_0100
-    bridge.restore(saved)
-    assert bridge.current_raw(0) == 0 and side_door(0) == 0
-    bridge.restore(bridge.save(1))  # restoring what is already current changes nothing
-    assert bridge.current_raw(1) == 0x7F00_0000_0100
+def test_classes_map_to_policy_status(fake_libs) -> None:
+    follows = c10_status(fake_libs["B32"], FAKE)
+    assert follows.follows_framework and follows.bridge is None and follows.problem == ""
+    apart = c10_status(fake_libs["A32"], FAKE)
+    assert not apart.follows_framework and apart.bridge is not None and not apart.set_moves_framework
+    moves = c10_status(fake_libs["C32"], FAKE)
+    assert not moves.follows_framework and moves.bridge is not None and moves.set_moves_framework
+    assert c10_status(fake_libs["no_symbols"], FAKE) == c10_bridge.C10Status(follows_framework=True)
 
 
-@pytest.mark.parametrize("name", ["torch16", "paddle48"])
-def test_bridge_acts_on_the_calling_thread_only(fake_libs: dict[str, str], name: str) -> None:
-    bridge = c10_status(fake_libs[name]).bridge
-    saved = bridge.save(0)
-    bridge.set_raw(0, 0xAAAA_0000)
+def test_library_without_the_symbols_is_header_only(fake_libs) -> None:
+    verdict = probe(fake_libs["no_symbols"], FAKE)
+    assert verdict.header_only and verdict.behaviour == HEADER_ONLY and verdict.symbols_found == ()
+    assert "header-only: c10 follows the framework's stream" in verdict.describe()
+
+
+# ---------------------------------------------------------------- the bridge: round trips, threads
+
+
+@pytest.mark.parametrize("name", ["A16", "A48", "A32", "A24", "C48", "C32", "C24"])
+def test_bridge_set_get_restore_round_trip(fake_libs, name: str) -> None:
+    bridge = c10_status(fake_libs[name], FAKE).bridge
+    side = SideDoors(fake_libs[name])
+
+    def scenario() -> None:
+        side.set_framework(0, FRAMEWORK_START)
+        assert bridge.current_raw(0) == 0 and side.c10(0) == 0
+        bridge.set_raw(0, 0x7F00_0000_0100)  # a first stream of this thread's own, saved below
+        saved = bridge.save(0)
+        assert bridge.saved_raw(saved) == 0x7F00_0000_0100
+        bridge.set_raw(0, 0x7F00_1234_5670)
+        assert bridge.current_raw(0) == side.c10(0) == 0x7F00_1234_5670
+        bridge.set_raw(1, 0x7F00_0000_0200)  # another device keeps its own current stream
+        assert bridge.current_raw(0) == 0x7F00_1234_5670 and bridge.current_raw(1) == 0x7F00_0000_0200
+        bridge.restore(saved)
+        assert bridge.current_raw(0) == side.c10(0) == 0x7F00_0000_0100
+        if name.startswith("C"):  # semantics C: every set moved the framework's stream too
+            assert side.framework(0) == 0x7F00_0000_0100
+        else:
+            assert side.framework(0) == FRAMEWORK_START
+
+    in_fresh_thread(scenario)
+
+
+@pytest.mark.parametrize("name", ["A16", "A48", "C32", "C24"])
+def test_bridge_acts_on_the_calling_thread_only(fake_libs, name: str) -> None:
+    bridge = c10_status(fake_libs[name], FAKE).bridge
     seen: dict[str, int] = {}
 
-    def other_thread() -> None:
-        seen["before"] = bridge.current_raw(0)
-        own = bridge.save(0)
-        bridge.set_raw(0, 0xBBBB_0000)
-        seen["own"] = bridge.current_raw(0)
-        bridge.restore(own)
-        seen["restored"] = bridge.current_raw(0)
+    def scenario() -> None:
+        bridge.set_raw(0, 0xAAAA_0000)
 
-    worker = threading.Thread(target=other_thread)
-    worker.start()
-    worker.join()
-    try:
-        assert seen == {"before": 0, "own": 0xBBBB_0000, "restored": 0}
-        assert bridge.current_raw(0) == 0xAAAA_0000
-    finally:
-        bridge.restore(saved)
+        def other_thread() -> None:
+            seen["before"] = bridge.current_raw(0)
+            bridge.set_raw(0, 0xBBBB_0000)
+            seen["own"] = bridge.current_raw(0)
+
+        in_fresh_thread(other_thread)
+        seen["here"] = bridge.current_raw(0)
+
+    in_fresh_thread(scenario)
+    assert seen == {"before": 0, "own": 0xBBBB_0000, "here": 0xAAAA_0000}
 
 
-def test_incompatible_layout_is_unbridgeable_with_a_clear_problem(fake_libs: dict[str, str]) -> None:
-    status = c10_status(fake_libs["xor16"])
+# ---------------------------------------------------------------- the policy per class, on the fakes
+
+
+def policy_over(fake_libs, name: str) -> tuple[CaptureStreamPolicy, LibDevice, SideDoors]:
+    device = LibDevice(fake_libs[name])
+    policy = CaptureStreamPolicy(device, c10_status(fake_libs[name], FAKE), extensions_may_launch=lambda: True)
+    return policy, device, SideDoors(fake_libs[name])
+
+
+@pytest.mark.parametrize("name", ["C48", "C32", "C24"])
+def test_semantics_c_scopes_never_null_the_framework_stream(fake_libs, name: str) -> None:
+    policy, device, side = policy_over(fake_libs, name)
+
+    def scenario() -> None:
+        assert side.c10(0) == 0  # this thread's c10 is unset: the default stream
+        with policy.capture_scope() as capture:
+            assert side.framework(0) == capture and side.c10(0) == capture
+            with policy.capture_scope():
+                pass
+            assert side.framework(0) == capture
+        assert side.framework(0) == FRAMEWORK_START  # Paddle's stream restored, not NULL
+        assert side.c10(0) == FRAMEWORK_START  # c10 on Paddle's stream rather than the null default
+        with policy.eager_extension_scope():
+            assert side.c10(0) == FRAMEWORK_START
+        with pytest.raises(KeyError):
+            with policy.capture_scope():
+                raise KeyError("the model failed")
+        assert side.framework(0) == FRAMEWORK_START
+        assert side.nulled() == 0, "a c10 set nulled the framework's stream at some point"
+
+    in_fresh_thread(scenario)
+
+
+def test_semantics_c_restores_c10_before_the_framework_stream(fake_libs) -> None:
+    policy, device, side = policy_over(fake_libs, "C32")
+    order: list[tuple[str, int]] = []
+    bridge = policy.c10.bridge
+    real_set_raw = bridge.set_raw
+    bridge.set_raw = lambda dev, raw: (order.append(("c10", raw)), real_set_raw(dev, raw))
+    real_set_stream = device.set_current_stream
+    device.set_current_stream = lambda dev, stream: (order.append(("framework", stream)), real_set_stream(dev, stream))
+
+    def scenario() -> None:
+        with policy.capture_scope() as capture:
+            pass
+        assert order == [("framework", capture), ("c10", capture), ("c10", FRAMEWORK_START),
+                         ("framework", FRAMEWORK_START)]
+
+    in_fresh_thread(scenario)
+
+
+def test_semantics_c_restores_a_thread_s_own_c10_stream_exactly(fake_libs) -> None:
+    policy, device, side = policy_over(fake_libs, "C48")
+
+    def scenario() -> None:
+        policy.c10.bridge.set_raw(0, 0x7000)  # the thread had set its own c10 stream
+        device.set_current_stream(0, FRAMEWORK_START)
+        with policy.capture_scope():
+            pass
+        assert side.c10(0) == 0x7000 and side.framework(0) == FRAMEWORK_START
+
+    in_fresh_thread(scenario)
+
+
+@pytest.mark.parametrize("name", ["A48", "A32", "A24"])
+def test_semantics_a_is_bridged_and_leaves_the_framework_stream_alone(fake_libs, name: str) -> None:
+    policy, device, side = policy_over(fake_libs, name)
+
+    def scenario() -> None:
+        with policy.capture_scope() as capture:
+            assert side.c10(0) == capture and side.framework(0) == capture
+            seen = {}
+            in_fresh_thread(lambda: seen.setdefault("other", side.c10(0)))
+            assert seen["other"] == 0  # other threads untouched
+        assert side.c10(0) == 0 and side.framework(0) == FRAMEWORK_START
+
+    in_fresh_thread(scenario)
+
+
+@pytest.mark.parametrize("name", ["B48", "B32", "B24"])
+def test_semantics_b_follows_and_is_never_set(fake_libs, name: str) -> None:
+    policy, device, side = policy_over(fake_libs, name)
+    assert policy.c10.bridge is None
+    with policy.capture_scope() as capture:
+        assert side.c10(0) == capture  # c10 follows the framework's stream switch by itself
+    assert side.c10(0) == side.framework(0) == FRAMEWORK_START
+    assert [entry for entry in device.log if entry[0] == "set_stream"][1:] == [("set_stream", capture),
+                                                                                ("set_stream", FRAMEWORK_START)]
+
+
+# ---------------------------------------------------------------- failures, contained and explained
+
+
+def test_a_set_that_does_not_take_is_not_proven(fake_libs) -> None:
+    """Calibration alone would pass (getStreamFromExternal is right): only the set -> get proof catches it."""
+    verdict = probe(fake_libs["set_ignored32"], FAKE)
+    assert verdict.convention is None and "no calling convention could be proven" in verdict.problem
+    assert "setCurrentCUDAStream" in verdict.attempts[MEMORY]
+
+
+def test_a_saved_object_that_does_not_restore_is_not_proven(fake_libs) -> None:
+    """set -> get works, but the object getCurrentCUDAStream returns names another device: restore would miss."""
+    verdict = probe(fake_libs["get_wrong_device48"], FAKE)
+    assert verdict.convention is None and "set/restore read back" in verdict.attempts[SRET]
+
+
+def test_more_than_one_proven_convention_is_refused(fake_libs) -> None:
+    proven = {"proven": True, "behaviour": APART, "offset": 8}
+    verdict, cacheable = c10_bridge._decide("/lib.so", SYMBOLS, {REGS16: proven, SRET: dict(proven, offset=40)})
+    assert verdict.convention is None and verdict.behaviour is None
+    assert "more than one calling convention passed" in verdict.problem and "Fix:" in verdict.problem
+    assert cacheable  # a deterministic outcome of this build, not a transient failure
+
+
+def test_incompatible_layout_is_unbridgeable_with_a_clear_problem(fake_libs) -> None:
+    status = c10_status(fake_libs["xor16"], FAKE)
     assert not status.follows_framework and status.bridge is None
-    problem = status.problem
-    assert fake_libs["xor16"] in problem
-    assert "keeps its own current stream" in problem
-    assert "regs16" in problem and "sret" in problem
-    assert "sentinel" in problem and "Fix:" in problem
+    assert fake_libs["xor16"] in status.problem
+    assert "regs16" in status.problem and "sret" in status.problem and "memory" in status.problem
+    assert "sentinel" in status.problem and "Fix:" in status.problem
 
 
-def test_crash_under_one_convention_is_contained_and_the_other_wins(fake_libs: dict[str, str]) -> None:
-    verdict = probe(fake_libs["crash_on_bad_device16"])
+def test_crash_under_one_convention_is_contained_and_the_other_wins(fake_libs) -> None:
+    verdict = probe(fake_libs["crash_on_bad_device16"], FAKE)
     assert verdict.problem == ""
     assert (verdict.convention, verdict.offset) == (REGS16, 8)
     assert "SIGSEGV" in verdict.attempts[SRET] and "getStreamFromExternal" in verdict.attempts[SRET]
 
 
-def test_crash_under_every_convention_is_reported(fake_libs: dict[str, str]) -> None:
-    status = c10_status(fake_libs["always_crash16"])
+def test_crash_under_every_convention_is_reported(fake_libs) -> None:
+    status = c10_status(fake_libs["always_crash16"], FAKE)
     assert not status.follows_framework and status.bridge is None
     assert fake_libs["always_crash16"] in status.problem
-    assert status.problem.count("SIGSEGV") == 2 and "Fix:" in status.problem
+    assert status.problem.count("SIGSEGV") == len(c10_bridge.CONVENTIONS) and "Fix:" in status.problem
 
 
-def test_library_without_the_symbols_is_header_only(fake_libs: dict[str, str]) -> None:
-    verdict = probe(fake_libs["no_symbols"])
-    assert verdict.header_only and verdict.symbols_found == ()
-    assert "header-only: c10 follows the framework's stream" in verdict.describe()
-    assert c10_status(fake_libs["no_symbols"]) == c10_bridge.C10Status(follows_framework=True)
+@pytest.mark.parametrize(
+    "child, expected",
+    [
+        ("import time; time.sleep(60)", "timed out after 1 s"),
+        ("import os, sys; sys.stdout.buffer.write(b'\\xff\\xfe C10_BRIDGE_REPORT {bad\\n'); "
+         "sys.stderr.buffer.write(b'\\xff oops'); os._exit(3)", "exited with status 3"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGABRT)", "killed by SIGABRT"),
+    ],
+)
+def test_child_failures_become_verdicts(fake_libs, monkeypatch, child: str, expected: str) -> None:
+    monkeypatch.setattr(c10_bridge, "CHILD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(c10_bridge, "_child_command", lambda *_: [sys.executable, "-c", child])
+    verdict = probe(fake_libs["A16"], FAKE)
+    assert verdict.convention is None and expected in verdict.problem and "Fix:" in verdict.problem
 
 
-def test_second_probe_is_a_cache_hit_and_a_new_build_is_probed_again(
-    fake_libs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lib = tmp_path / "libcopy.so"
-    shutil.copy(fake_libs["paddle48"], lib)
-    first = probe(str(lib))
-    assert c10_bridge.cache_file().is_file()
-
-    def no_children(*_args: object) -> dict:
-        raise AssertionError("a cached verdict must not spawn a child process")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(c10_bridge, "_run_children", no_children)
-        assert probe(str(lib)) == first
-
-    shutil.copy(fake_libs["torch16"], lib)  # another build at the same path: new size and mtime
-    assert probe(str(lib)).convention == REGS16
+def test_a_child_that_cannot_start_is_a_verdict_and_not_cached(fake_libs, monkeypatch) -> None:
+    python = sys.executable
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    verdict = probe(fake_libs["A16"], FAKE)
+    assert "could not start the child process" in verdict.problem and "Fix:" in verdict.problem
+    monkeypatch.setattr(sys, "executable", python)
+    assert probe(fake_libs["A16"], FAKE).convention == REGS16  # not cached: the next probe succeeds
 
 
-def test_missing_library_names_the_path_and_is_not_cached(tmp_path: Path) -> None:
+def test_children_run_isolated_from_the_worker_s_cwd(fake_libs, tmp_path, monkeypatch) -> None:
+    """A module in the worker's cwd (think of a `paddle/` folder) must not shadow anything in the child."""
+    cwd = tmp_path / "worker_cwd"
+    cwd.mkdir()
+    (cwd / "argparse.py").write_text("import os; os._exit(42)\n")  # imported by the child after its path is set
+    monkeypatch.chdir(cwd)
+    monkeypatch.syspath_prepend(str(cwd))  # as `python -m` or `python -c` in that folder would
+    assert probe(fake_libs["A16"], FAKE).convention == REGS16
+
+
+def test_children_run_in_a_neutral_directory(fake_libs, tmp_path, monkeypatch) -> None:
+    """Whatever a probed library or a crash writes relative to the cwd stays out of the worker's directory."""
+    cwd = tmp_path / "worker_cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("FAKE_C10_CWD_MARKER", "written_by_the_child")
+    assert probe(fake_libs["A16"], FAKE).convention == REGS16
+    assert list(cwd.iterdir()) == []
+
+
+def test_children_ignore_python_environment_variables(fake_libs, tmp_path, monkeypatch) -> None:
+    """-I: a PYTHONPATH set around the worker (not its own import roots) does not reach the child."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "json.py").write_text("import os; os._exit(43)\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
+    assert probe(fake_libs["A16"], FAKE).convention == REGS16
+
+
+def test_missing_library_names_the_path_and_is_not_cached(tmp_path) -> None:
     missing = str(tmp_path / "libgone.so")
-    status = c10_status(missing)
+    status = c10_status(missing, FAKE)
     assert not status.follows_framework and missing in status.problem and "Fix:" in status.problem
-    assert not c10_bridge.cache_file().exists()
+    assert not (tmp_path / "cache").exists()
 
 
-def test_verdict_round_trips_through_json(fake_libs: dict[str, str]) -> None:
-    verdict = probe(fake_libs["paddle48"])
-    assert C10Verdict.from_json(verdict.to_json()) == verdict
-    assert json.loads(verdict.to_json())["offset"] == 40
+# ---------------------------------------------------------------- the cache
 
 
-def test_paddle_missing_is_a_problem_not_follows_framework(monkeypatch: pytest.MonkeyPatch) -> None:
+def cache_file(cache_dir: Path) -> Path:
+    return cache_dir / c10_cache.FILE_NAME
+
+
+def count_children(monkeypatch) -> list[str]:
+    runs: list[str] = []
+    real = c10_bridge._run_children
+
+    def counted(library: str, framework: str) -> dict:
+        runs.append(library)
+        return real(library, framework)
+
+    monkeypatch.setattr(c10_bridge, "_run_children", counted)
+    return runs
+
+
+def test_second_probe_is_a_cache_hit_and_a_new_build_is_probed_again(fake_libs, tmp_path, cache_dir, monkeypatch) -> None:
+    lib = tmp_path / "libcopy.so"
+    shutil.copy(fake_libs["A48"], lib)
+    first = probe(str(lib), FAKE)
+    assert cache_file(cache_dir).is_file()
+    runs = count_children(monkeypatch)
+    again = probe(str(lib), FAKE)
+    assert (again.behaviour, again.convention, again.offset) == (first.behaviour, first.convention, first.offset)
+    assert runs == [] and (first.behaviour, first.convention) == (APART, SRET)
+    shutil.copy(fake_libs["A16"], tmp_path / "libnew.so")
+    os.replace(tmp_path / "libnew.so", lib)  # another build at the same path (installed by replacing the file)
+    assert probe(str(lib), FAKE).convention == REGS16 and len(runs) == 1
+
+
+def test_the_cache_never_holds_a_library_path_or_a_header_only_verdict(fake_libs, cache_dir) -> None:
+    probe(fake_libs["C24"], FAKE)
+    probe(fake_libs["no_symbols"], FAKE)
+    entries = json.loads(cache_file(cache_dir).read_text())
+    assert len(entries) == 1
+    (entry,) = entries.values()
+    assert entry == {"behaviour": MOVES_FRAMEWORK, "convention": MEMORY, "offset": 16, "problem": ""}
+
+
+def plant(cache_dir: Path, entry: object) -> None:
+    (key,) = json.loads(cache_file(cache_dir).read_text())
+    cache_file(cache_dir).write_text(json.dumps({key: entry}))
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {"behaviour": APART, "convention": REGS16, "offset": 8, "problem": "", "library": "PLANTED"},
+        {"behaviour": HEADER_ONLY, "convention": None, "offset": None, "problem": ""},
+        {"behaviour": APART, "convention": "sret; rm -rf", "offset": 8, "problem": ""},
+        {"behaviour": APART, "convention": REGS16, "offset": 12, "problem": ""},
+        "not an entry",
+    ],
+)
+def test_a_planted_entry_is_refused_with_a_log_line_and_a_fresh_probe(
+    fake_libs, cache_dir, tmp_path, monkeypatch, caplog, planted
+) -> None:
+    marker = tmp_path / "planted_library_ran"
+    monkeypatch.setenv("FAKE_PLANTED_MARKER", str(marker))
+    probe(fake_libs["A32"], FAKE)
+    if isinstance(planted, dict) and planted.get("library") == "PLANTED":
+        planted = dict(planted, library=fake_libs["planted"])
+    plant(cache_dir, planted)
+    runs = count_children(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        status = c10_status(fake_libs["A32"], FAKE)
+    verdict = status.bridge.verdict
+    assert runs == [os.path.realpath(fake_libs["A32"])]
+    assert (verdict.library, verdict.behaviour, verdict.convention, verdict.offset) == (
+        os.path.realpath(fake_libs["A32"]), APART, MEMORY, 24)
+    assert "ignoring a malformed cached c10 verdict" in caplog.text
+    assert not marker.exists(), "the library named by the cache entry was loaded"
+
+
+def test_a_header_only_library_never_consults_the_cache(fake_libs, monkeypatch) -> None:
+    def no_cache():
+        raise AssertionError("header-only is decided in-process, before any cache")
+
+    monkeypatch.setattr(c10_bridge, "locked_cache", no_cache)
+    assert probe(fake_libs["no_symbols"], FAKE).header_only
+
+
+@pytest.mark.parametrize("target", ["file", "dir"])
+def test_a_group_or_world_writable_cache_is_refused(fake_libs, cache_dir, monkeypatch, caplog, target: str) -> None:
+    probe(fake_libs["A24"], FAKE)
+    (cache_file(cache_dir) if target == "file" else cache_dir).chmod(0o666 if target == "file" else 0o777)
+    runs = count_children(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        assert probe(fake_libs["A24"], FAKE).convention == MEMORY
+    assert len(runs) == 1 and "world-writable" in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the cache file to another user")
+def test_a_cache_file_owned_by_another_user_is_refused(fake_libs, cache_dir, monkeypatch, caplog) -> None:
+    probe(fake_libs["A24"], FAKE)
+    os.chown(cache_file(cache_dir), 65534, 65534)
+    runs = count_children(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        probe(fake_libs["A24"], FAKE)
+    assert len(runs) == 1 and "owned by uid 65534" in caplog.text
+
+
+def test_a_symlinked_cache_file_is_refused(fake_libs, cache_dir, tmp_path, monkeypatch, caplog) -> None:
+    probe(fake_libs["A24"], FAKE)
+    elsewhere = tmp_path / "elsewhere.json"
+    cache_file(cache_dir).rename(elsewhere)
+    cache_file(cache_dir).symlink_to(elsewhere)
+    runs = count_children(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        probe(fake_libs["A24"], FAKE)
+    assert len(runs) == 1 and "ignoring the c10 verdict cache" in caplog.text
+
+
+def test_no_home_and_no_passwd_entry_falls_back_to_a_private_temp_folder(fake_libs, tmp_path, monkeypatch, caplog) -> None:
+    import pwd
+
+    monkeypatch.delenv(c10_cache.CACHE_ENV)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    monkeypatch.setattr(c10_cache.tempfile, "gettempdir", lambda: str(tmp_path))
+    c10_cache._log_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        assert probe(fake_libs["A24"], FAKE).convention == MEMORY
+        probe(fake_libs["A24"], FAKE)
+    assert caplog.text.count("no home directory") == 1  # one log line, not one per probe
+    folder = tmp_path / f"fastdeploy_cudagraph_ext-{os.getuid()}"
+    assert (folder / c10_cache.FILE_NAME).is_file() and oct(folder.stat().st_mode & 0o777) == "0o700"
+    folder.chmod(0o777)  # a fallback folder someone else could write: no cache at all
+    caplog.clear()
+    runs = count_children(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        assert probe(fake_libs["A24"], FAKE).convention == MEMORY
+    assert len(runs) == 1 and "probing without a cache" in caplog.text
+
+
+def test_one_prober_per_machine_the_others_wait_for_its_verdict(fake_libs, monkeypatch) -> None:
+    runs: list[str] = []
+    real = c10_bridge._run_children
+
+    def slow(library: str, framework: str) -> dict:
+        runs.append(library)
+        time.sleep(0.5)  # long enough for every other worker to reach the lock
+        return real(library, framework)
+
+    monkeypatch.setattr(c10_bridge, "_run_children", slow)
+    verdicts = []
+    workers = [threading.Thread(target=lambda: verdicts.append(probe(fake_libs["C48"], FAKE))) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(runs) == 1 and len(verdicts) == 4
+    assert {(v.behaviour, v.convention, v.offset) for v in verdicts} == {(MOVES_FRAMEWORK, SRET, 40)}
+
+
+# ---------------------------------------------------------------- Paddle
+
+
+def test_paddle_missing_is_a_problem_not_follows_framework(monkeypatch) -> None:
     monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: None)
     status = paddle_c10_status()
     assert not status.follows_framework and status.bridge is None
     assert "Paddle not installed" in status.problem and "Fix:" in status.problem
+    ok, text = paddle_c10_report()
+    assert not ok and "Paddle not installed" in text and "Fix:" in text
+
+
+def test_paddle_report_survives_a_broken_paddle(monkeypatch) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/somewhere/libphi_core.so")
+    monkeypatch.setattr(c10_bridge, "probe", lambda *_: (_ for _ in ()).throw(ImportError("libcudnn.so.9 missing")))
+    ok, text = paddle_c10_report()
+    assert not ok and "ImportError: libcudnn.so.9 missing" in text and "Fix:" in text
+
+
+@pytest.mark.parametrize("name, fragments", [
+    ("no_symbols", ("header-only", "nothing is bridged")),
+    ("B32", ("follows", "never calls it")),
+    ("A48", ("per-thread apart", "convention sret", "restores it")),
+    ("C24", ("set moves the framework", "convention memory", "never setting c10 to the thread's default stream")),
+])
+def test_paddle_report_names_the_class_and_what_the_plugin_does(fake_libs, monkeypatch, name, fragments) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs[name])
+    real_probe = c10_bridge.probe
+    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: real_probe(library, FAKE))
+    ok, text = paddle_c10_report()
+    assert ok and fake_libs[name] in text
+    for fragment in fragments:
+        assert fragment in text
 
 
 def test_installed_paddle_is_inspected_without_importing_it() -> None:
@@ -254,10 +617,12 @@ def test_installed_paddle_is_inspected_without_importing_it() -> None:
     assert ("paddle" in sys.modules) == before
     if library is None:
         pytest.skip("paddle is not installed in this environment")
-    verdict = probe(library, preload="paddle")
+    verdict = probe(library, "paddle")
     assert verdict.problem == "", verdict.problem
-    if verdict.header_only:  # the PyPI CPU wheel: c10 is header-only and follows Paddle's stream
+    if verdict.header_only:  # the PyPI CPU wheel 3.3.1: c10 is header-only and follows Paddle's stream
         assert paddle_c10_status().follows_framework
+        ok, text = paddle_c10_report()
+        assert ok and "header-only" in text and "3.2.x and 3.3.x" in text
 
 
 def test_module_imports_without_paddle_or_torch() -> None:

@@ -1,10 +1,20 @@
-"""The stream policy through a recording device: waits, switches, c10, restore, nesting, escape check."""
+"""The stream policy through a recording device: waits, switches, c10, restore, nesting, escape check,
+failure paths (a capture left open by a failing body) and the lock-free policy look-up."""
+import sys
 import threading
 
 import pytest
-from fake_cuda import LEGACY, RecordingC10, RecordingDevice
+from fake_cuda import LEGACY, FakeGraph, RecordingC10, RecordingDevice
 
-from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureEscapeError, CaptureStreamPolicy
+from fastdeploy_cudagraph_ext import stream_policy
+from fastdeploy_cudagraph_ext.stream_policy import (
+    C10Status,
+    CaptureEscapeError,
+    CaptureStreamPolicy,
+    get_policy,
+    install_policy,
+    torch_api_extensions_may_launch,
+)
 
 
 def make(follows=False, bridged=True, extensions=True):
@@ -102,6 +112,20 @@ def test_escape_check_catches_a_c10_that_does_not_move():
     assert device.current_stream(0) is device.compute
 
 
+def test_a_c10_that_does_not_move_is_undone_without_nulling_the_framework_stream_under_c():
+    device, c10, _ = make()
+    policy = CaptureStreamPolicy(device, C10Status(False, c10, set_moves_framework=True), lambda: True)
+    restored = []
+    c10.restore = restored.append
+    real_set_raw = c10.set_raw
+    c10.set_raw = lambda device_id, raw: real_set_raw(device_id, raw) if raw != policy.capture_stream(0).handle else None
+    with pytest.raises(CaptureEscapeError, match="did not move"):
+        with policy.capture_scope():
+            pass
+    assert restored == []  # restoring the saved default (null) stream would null the framework's stream
+    assert c10.sets[-1] == device.compute.handle and device.current_stream(0) is device.compute
+
+
 def test_scopes_are_per_thread():
     device, c10, policy = make()
     seen = {}
@@ -134,3 +158,142 @@ def test_paddle_device_refuses_a_cpu_build_before_any_stream_call():
         pytest.skip("this Paddle is a CUDA build")
     with pytest.raises(RuntimeError, match="needs a CUDA build of Paddle.*Install paddlepaddle-gpu"):
         PaddleStreamDevice()
+
+
+# ---------------------------------------------------------------- failure paths
+
+
+class ModelError(RuntimeError):
+    pass
+
+
+def test_a_capture_left_open_by_a_failing_body_is_discarded_before_any_wait():
+    device, c10, policy = make()
+    graph = FakeGraph(device)
+    error = ModelError("the model raised mid-capture")
+    with pytest.raises(ModelError) as raised:
+        with policy.capture_scope():
+            graph.capture_begin()  # FastDeploy does not end the capture when the model raises
+            raise error
+    assert raised.value is error  # the original exception, unmasked
+    discard = device.log.index(("discard_capture", "capture"))
+    assert device.log[discard + 1:] == [("set_stream", "compute"), ("wait", "compute", "capture")]
+    assert not device.is_capturing() and device.joined == set()
+    assert device.current_stream(0) is device.compute and c10.stream() is LEGACY
+    ran = []
+    device.launch(device.compute, lambda: ran.append("step"), "next_eager_step")
+    assert ran == ["step"]  # the next step runs; it is not recorded into a dangling capture
+
+
+def test_a_capture_that_cannot_be_ended_is_never_waited_on():
+    device, c10, policy = make()
+    graph = FakeGraph(device)
+
+    def fail(stream):
+        raise RuntimeError("cudaStreamEndCapture failed")
+
+    device.end_and_discard_capture = fail
+    with pytest.raises(ModelError):
+        with policy.capture_scope():
+            graph.capture_begin()
+            raise ModelError("the model raised mid-capture")
+    assert ("wait", "compute", "capture") not in device.log and device.joined == set()
+    assert device.current_stream(0) is device.compute and c10.stream() is LEGACY
+
+
+def test_a_failing_body_without_an_open_capture_restores_and_waits():
+    device, c10, policy = make()
+    with pytest.raises(ModelError):
+        with policy.capture_scope():
+            raise ModelError("warmup failed")
+    assert ("discard_capture", "capture") not in device.log
+    assert device.log[-2:] == [("set_stream", "compute"), ("wait", "compute", "capture")]
+
+
+@pytest.mark.parametrize("body_raises", [False, True])
+def test_undo_c10_raising_still_restores_the_framework_stream(body_raises):
+    device, c10, policy = make()
+
+    def broken_restore(saved):
+        raise OSError("c10 restore failed")
+
+    c10.restore = broken_restore
+    expected = ModelError if body_raises else OSError
+    with pytest.raises(expected):
+        with policy.capture_scope():
+            if body_raises:
+                raise ModelError("the body's error wins")
+    assert device.current_stream(0) is device.compute
+    assert device.log[-2:] == [("set_stream", "compute"), ("wait", "compute", "capture")]
+
+
+def test_eager_extension_scope_restores_the_framework_stream_where_c10_set_moves_it():
+    device, c10, _ = make()
+    policy = CaptureStreamPolicy(device, C10Status(False, c10, set_moves_framework=True), lambda: True)
+    device.set_current_stream(0, device.compute)
+    with policy.eager_extension_scope():
+        device.current[0] = LEGACY  # what a c10 set under semantics C does to the framework's stream
+    assert device.current_stream(0) is device.compute
+
+
+# ---------------------------------------------------------------- the escape check's trigger
+
+
+@pytest.mark.parametrize("how", ["flag", "deep_ep", "paddlefleet"])
+def test_torch_api_extensions_are_detected(monkeypatch, how):
+    monkeypatch.delenv("FD_USE_PFCC_DEEP_EP", raising=False)
+    for name in ("deep_ep", "paddlefleet.ops.deep_ep"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert not torch_api_extensions_may_launch()
+    if how == "flag":
+        monkeypatch.setenv("FD_USE_PFCC_DEEP_EP", "1")
+    else:
+        monkeypatch.setitem(sys.modules, "deep_ep" if how == "deep_ep" else "paddlefleet.ops.deep_ep", object())
+    assert torch_api_extensions_may_launch()
+
+
+def test_the_default_policy_refuses_an_escape_when_torch_api_deep_ep_is_used(monkeypatch):
+    monkeypatch.setenv("FD_USE_PFCC_DEEP_EP", "1")
+    device = RecordingDevice()
+    policy = CaptureStreamPolicy(device, C10Status(False, None, "no convention proven"))  # production default
+    with pytest.raises(CaptureEscapeError):
+        with policy.capture_scope():
+            pass
+
+
+# ---------------------------------------------------------------- serving path
+
+
+def test_an_installed_policy_is_read_without_the_lock(monkeypatch):
+    device, c10, policy = make()
+    previous = install_policy(policy)
+    try:
+        class NoLock:
+            def __enter__(self):
+                raise AssertionError("get_policy took the lock on the serving path")
+
+            def __exit__(self, *exc):
+                return False
+
+        monkeypatch.setattr(stream_policy, "_policy_lock", NoLock())
+        assert get_policy() is policy
+    finally:
+        monkeypatch.undo()
+        install_policy(previous)
+
+
+def test_replay_scope_takes_no_lock_once_the_capture_stream_exists(monkeypatch):
+    device, c10, policy = make()
+    policy.capture_stream(0)
+
+    class NoLock:
+        def __enter__(self):
+            raise AssertionError("a replay took the policy's lock")
+
+        def __exit__(self, *exc):
+            return False
+
+    policy._lock = NoLock()
+    with policy.replay_scope():
+        pass
+    assert device.log[-2:] == [("wait", "capture", "compute"), ("wait", "compute", "capture")]

@@ -78,7 +78,7 @@ def c10_torch_status():
 
     from fastdeploy_cudagraph_ext.c10_bridge import c10_status
 
-    return c10_status(libc10_cuda_path(), preload="torch")
+    return c10_status(libc10_cuda_path(), "torch")
 
 
 @pytest.fixture

@@ -7,18 +7,20 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="tests/gpu need PyTorch with CUDA: run them on the GPU machine with PYTHONPATH=.")
 
-from fastdeploy_cudagraph_ext.c10_bridge import REGS16, SYMBOLS, probe  # noqa: E402
+from fastdeploy_cudagraph_ext.c10_bridge import APART, REGS16, SYMBOLS, probe  # noqa: E402
 from torch_device import libc10_cuda_path  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-def test_libc10_cuda_calibrates_to_the_pytorch_layout(c10_torch_status) -> None:
-    verdict = probe(libc10_cuda_path(), preload="torch")  # cached by the fixture's probe
+def test_libc10_cuda_is_per_thread_apart_in_the_pytorch_layout(c10_torch_status) -> None:
+    """Classified by behaviour in child processes through the `torch` framework adapter (real streams)."""
+    verdict = probe(libc10_cuda_path(), "torch")  # cached by the fixture's probe
     assert verdict.problem == "", verdict.problem
     assert verdict.symbols_found == SYMBOLS
-    assert (verdict.convention, verdict.offset, verdict.object_size) == (REGS16, 8, 16)
+    assert (verdict.behaviour, verdict.convention, verdict.offset) == (APART, REGS16, 8)
     assert c10_torch_status.bridge is not None and not c10_torch_status.follows_framework
+    assert not c10_torch_status.set_moves_framework
 
 
 def test_set_get_restore_moves_torch_and_extensions(c10_torch_status, ext) -> None:

@@ -86,6 +86,28 @@ class TorchFrameworkDevice:
     def raw_handle(self, stream: object) -> int:
         return stream.cuda_stream
 
+    def is_capturing(self) -> bool:
+        return self.is_stream_capturing(self.current_stream(self.current_device()))
+
+    def is_stream_capturing(self, stream: object) -> bool:
+        cudart = _cudart()
+        cudart.cudaStreamIsCapturing.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+        status = ctypes.c_int(0)
+        err = cudart.cudaStreamIsCapturing(ctypes.c_void_p(stream.cuda_stream), ctypes.byref(status))
+        if err != 0:
+            raise RuntimeError(f"cudaStreamIsCapturing failed with CUDA error {err}")
+        return status.value != 0  # cudaStreamCaptureStatusNone
+
+    def end_and_discard_capture(self, stream: object) -> None:
+        cudart = _cudart()
+        cudart.cudaStreamEndCapture.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+        cudart.cudaGraphDestroy.argtypes = [ctypes.c_void_p]
+        graph = ctypes.c_void_p()
+        cudart.cudaStreamEndCapture(ctypes.c_void_p(stream.cuda_stream), ctypes.byref(graph))
+        if graph.value:
+            cudart.cudaGraphDestroy(graph)
+        clear_last_cuda_error()  # an invalidated capture leaves an error for the next launch to trip on
+
     @contextmanager
     def framework_ops(self, device_id: int | None = None) -> Iterator[torch.cuda.Stream]:
         """Torch ops in this block are framework kernels: on the framework's stream; c10 restored after."""

@@ -4,6 +4,8 @@ Kernels are Python closures. Launching one on a stream that is being captured re
 the graph; replay runs the recorded closures again (no Python model code), as a real CUDA graph
 would. The rules of E1 (cuda-facts.md) are modelled: while a graph captures on stream S, a kernel
 launched on the legacy stream fails if S is blocking and silently runs eagerly if S is non-blocking.
+And CUDA's join rule: a stream that waits on a capturing stream joins its capture, so its later
+kernels are recorded into that graph instead of running.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class RecordingDevice:
         self.log: list[tuple] = []
         self.capturing: FakeStream | None = None
         self.graph: FakeGraph | None = None
+        self.joined: set[FakeStream] = set()  # streams that joined the open capture by waiting on it
 
     def current_device(self) -> int:
         return 0
@@ -51,12 +54,22 @@ class RecordingDevice:
 
     def wait_stream(self, waiter: FakeStream, waitee: FakeStream) -> None:
         self.log.append(("wait", waiter.name, waitee.name))
+        if self.capturing is not None and (waitee is self.capturing or waitee in self.joined):
+            self.joined.add(waiter)
 
     def raw_handle(self, stream: FakeStream) -> int:
         return stream.handle
 
     def is_capturing(self) -> bool:
         return self.capturing is not None
+
+    def is_stream_capturing(self, stream: FakeStream) -> bool:
+        return stream is self.capturing or stream in self.joined
+
+    def end_and_discard_capture(self, stream: FakeStream) -> None:
+        self.log.append(("discard_capture", stream.name))
+        self.capturing, self.graph = None, None
+        self.joined.clear()
 
     def synchronize(self) -> None:
         if self.capturing is not None:
@@ -66,7 +79,7 @@ class RecordingDevice:
     def launch(self, stream: FakeStream, kernel: Callable[[], None], name: str = "kernel") -> None:
         """Run or record a kernel exactly as CUDA would for a launch on `stream`."""
         if self.capturing is not None:
-            if stream is self.capturing:
+            if stream is self.capturing or stream in self.joined:
                 self.graph.kernels.append((name, kernel))
                 return
             if stream is LEGACY and self.capturing.blocking:
@@ -91,6 +104,9 @@ class RecordingC10:
 
     def save(self, device_id: int) -> FakeStream:
         return self.current
+
+    def saved_raw(self, saved: FakeStream) -> int:
+        return saved.handle
 
     def restore(self, saved: FakeStream) -> None:
         self.current = saved
@@ -117,6 +133,7 @@ class FakeGraph:
 
     def capture_end(self) -> None:
         self.device.capturing, self.device.graph = None, None
+        self.device.joined.clear()
         self.device.log.append(("capture_end", self.stream.name))
 
     def replay(self) -> None:
