@@ -44,7 +44,7 @@ def piece(x: torch.Tensor, kernels: int) -> torch.Tensor:
 def build(pieces: int, kernels: int) -> tuple[TorchFrameworkDevice, CaptureStreamPolicy, list[torch.Tensor], list[FrameworkGraph]]:
     dev = torch.cuda.current_device()
     fw = TorchFrameworkDevice()
-    status = c10_status(libc10_cuda_path(), preload="torch")
+    status = c10_status(libc10_cuda_path(), framework="torch")
     if status.bridge is None:
         raise SystemExit(f"c10 bridge unavailable: {status.problem}")
     policy = CaptureStreamPolicy(fw, status, extensions_may_launch=lambda: True)

@@ -557,11 +557,8 @@ def _from_cache(entry: object, library: str, symbols: tuple[str, ...]) -> C10Ver
     return C10Verdict(library, symbols, entry["behaviour"], entry["convention"], entry["offset"], entry["problem"])
 
 
-def probe(library_path: str, framework: str = PADDLE, preload: str | None = None) -> C10Verdict:
-    """Classify the c10 of this library: header-only in-process, everything else in child processes (cached).
-
-    `preload` is the former name of `framework` (doctor.py still passes it)."""
-    framework = preload or framework
+def probe(library_path: str, framework: str = PADDLE) -> C10Verdict:
+    """Classify the c10 of this library: header-only in-process, everything else in child processes (cached)."""
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, not {framework!r}")
     library = os.path.realpath(library_path)
@@ -594,11 +591,8 @@ def probe(library_path: str, framework: str = PADDLE, preload: str | None = None
     return verdict
 
 
-def c10_status(library_path: str, framework: str = PADDLE, preload: str | None = None) -> C10Status:
-    """The policy's view of this c10: follows the framework, bridged (and how), or unbridgeable with the reason.
-
-    `preload` is the former name of `framework`."""
-    framework = preload or framework
+def c10_status(library_path: str, framework: str = PADDLE) -> C10Status:
+    """The policy's view of this c10: follows the framework, bridged (and how), or unbridgeable with the reason."""
     verdict = probe(library_path, framework)
     if verdict.problem:
         return C10Status(follows_framework=False, bridge=None, problem=verdict.problem)
