@@ -70,16 +70,24 @@ def test_no_group_is_refused_on_any_release_fixture(fixture):
     assert_no_group_refused(verdicts)
     line = fixture.stem.removeprefix("fd-")
     assert readme_row(line) == {v.group: v.verdict for v in verdicts}
+    commit, paddle = readme_cells(line)[4:6]
+    assert commit == f"{raw['source']['commit'][:8]} ({raw['source']['date'][:10]})"
+    assert paddle == raw["paddlepaddle_gpu"]
 
 
-def readme_row(line):
-    """README's compatibility table: one row per release line, one column per group ("applies"/"not needed")."""
+def readme_cells(line):
+    """README's compatibility table row of a release line: line, one cell per group, commit read, paddlepaddle-gpu."""
     section = (ROOT / "README.md").read_text().split("## Compatibility", 1)[1].split("\n## ", 1)[0]
     for row in section.splitlines():
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         if cells and cells[0] == line:
-            return {g: re.sub(r"\s*\(.*", "", cell) for g, cell in zip(GROUPS, cells[1:4])}
+            return cells
     raise AssertionError(f"README's compatibility table has no row for {line}")
+
+
+def readme_row(line):
+    """The group columns of README's row: "applies"/"not needed" per group."""
+    return {g: re.sub(r"\s*\(.*", "", cell) for g, cell in zip(GROUPS, readme_cells(line)[1:4])}
 
 
 STANDINS = ROOT / "tests" / "standins"
