@@ -97,3 +97,19 @@ def test_internode_cap_and_qp_depth():
 def test_default_ladder_matches_fastdeploy_steps():
     assert default_ladder(300) == [1, 2, 4, *range(8, 129, 8), *range(144, 257, 16), 288, 300]
     assert default_ladder(16, 4) == [4, 8, 16]
+
+
+def test_qp_depth_exactly_at_the_boundary_is_accepted_and_one_below_is_refused():
+    def problems(depth):
+        try:
+            build_plan(PlanInputs(max_num_seqs=8, expert_parallel=True, max_dispatch_tokens_per_rank=128,
+                                  nvshmem_qp_depth=depth))
+        except PlanError as error:
+            return error.problems
+        return []
+
+    assert problems(2 * (128 + 1)) == []
+    assert problems(2 * (128 + 1) - 1) == [
+        "NVSHMEM_QP_DEPTH=257 is below 2*(num_max_dispatch_tokens_per_rank+1)=258; DeepEP low-latency kernels "
+        "would hang. Set NVSHMEM_QP_DEPTH=258 or more in the server environment"
+    ]

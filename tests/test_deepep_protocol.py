@@ -189,3 +189,48 @@ def test_every_rank_hits_the_same_barriers_and_no_kernel_sees_a_dirty_buffer(ste
                 assert len([k for k in graph.kernel_names() if k.endswith("_send")]) % 2 == 0
     finally:
         Runtime.reset()
+
+
+# ---- each safety branch of the protocol and its patches, on its own ----------------------------------------
+
+
+def test_a_clean_reached_during_capture_is_refused_and_not_run():
+    cleans = []
+    protocol = LowLatencyBufferProtocol(clean=lambda: cleans.append(1), is_capturing=lambda: True)
+    with pytest.raises(DeepEPProtocolError, match="reached while a CUDA graph is being captured"):
+        protocol.on_step("decode")
+    assert cleans == []
+
+
+def test_no_transition_clean_outside_mixed_mode(fd_era, runtime):
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    worker.fd_config.scheduler_config.splitwise_role = "decode"  # a disaggregated decode node: its own buffer
+    worker.fd_config.model_config.moe_phase.phase = "prefill"
+    worker.runner.initialize_forward_meta()
+    worker.fd_config.model_config.moe_phase.phase = "decode"
+    worker.runner.initialize_forward_meta()
+    assert worker.buffer.collective.barriers == [0]
+
+
+def test_clean_every_decode_is_off_by_default_and_each_transition_cleans_once():
+    cleans = []
+    protocol = LowLatencyBufferProtocol(clean=lambda: cleans.append(1), is_capturing=lambda: False)
+    for phase in ("prefill", "decode", "decode", "prefill", "prefill", "decode", "decode"):
+        protocol.on_step(phase)
+    assert len(cleans) == 2
+    first = LowLatencyBufferProtocol(clean=lambda: cleans.append(1), is_capturing=lambda: False)
+    first.on_step("decode")  # a worker's first step: the profile run may have left normal-kernel data behind
+    assert len(cleans) == 3
+
+
+def test_eager_low_latency_calls_do_not_query_the_device(fd_era, runtime):
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    queries = []
+    real = runtime.device.is_capturing
+    runtime.device.is_capturing = lambda: queries.append(1) or real()
+    worker.fd_config.model_config.moe_phase.phase = "decode"
+    worker.forward()  # eager decode forward (as on an idle rank's empty_input_forward)
+    assert queries == []
+    assert len(worker.buffer.low_latency_kernels) == 4
