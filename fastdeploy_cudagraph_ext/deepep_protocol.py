@@ -135,3 +135,11 @@ def reset_protocol() -> None:
     global _protocol
     with _protocol_lock:
         _protocol = None
+
+
+def install_protocol(protocol: LowLatencyBufferProtocol | None) -> LowLatencyBufferProtocol | None:
+    """Replace this process's protocol (a simulation of several EP ranks in one process); returns the previous one."""
+    global _protocol
+    with _protocol_lock:
+        previous, _protocol = _protocol, protocol
+        return previous
