@@ -113,10 +113,16 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, object], tuple[
             _log_once("unsure", "fastdeploy-cudagraph-ext: %s: could not compute the call's graph entry (%r); "
                       "running it in the capture scope (correct, slower)", type(self).__name__, error)
             entries, static, exact = list(getattr(self, "concrete_size_entries", {}).values()), False, None
-        if exact and entries[0] is not None and not entries[0].use_cudagraph:
-            return original(self, **kwargs)  # FastDeploy runs this size eagerly
-        if exact is not None and all(e is not None and _is_captured(e, static) for e in entries):
-            if not exact and entries:
+        if exact:  # the serving path: one known entry, no generator, no helper calls
+            entry = entries[0]
+            if entry is not None:
+                if not entry.use_cudagraph:
+                    return original(self, **kwargs)  # FastDeploy runs this size eagerly
+                if entry.captured if static else entry.cuda_graph is not None:
+                    with get_policy().replay_scope():
+                        return original(self, **kwargs)
+        elif exact is False and all(e is not None and _is_captured(e, static) for e in entries):
+            if entries:
                 setattr(self, REACHABLE_CAPTURED, True)
             with get_policy().replay_scope():
                 return original(self, **kwargs)
