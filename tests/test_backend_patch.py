@@ -259,7 +259,10 @@ def test_known_running_requests_pick_the_entry(fd_era, runtime):
 
 
 @pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
-def test_unknown_running_requests_replay_once_every_reachable_graph_is_captured(fd_era, runtime, caplog):
+def test_unknown_running_requests_replay_once_every_reachable_graph_is_captured(fd_era, runtime, caplog, monkeypatch):
+    from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend
+
+    monkeypatch.setattr(patch_cudagraph_piecewise_backend, "_logged", set())  # logged once per process
     ext.activate()
     backend = speculative_backend(runtime, {1: 2, 2: 4})  # size 1 is unreachable: never captured, never waited for
     with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"):
