@@ -212,8 +212,11 @@ def test_ranks_that_differ_clean_at_the_same_steps_and_never_in_a_graph(rank_gro
 def test_a_clean_reached_during_capture_is_refused_and_not_run():
     cleans = []
     protocol = LowLatencyBufferProtocol(clean=lambda: cleans.append(1), is_capturing=lambda: True)
-    with pytest.raises(DeepEPProtocolError, match="reached while a CUDA graph is being captured"):
+    with pytest.raises(DeepEPProtocolError) as error:
         protocol.on_step("decode")
+    assert str(error.value) == (
+        "DeepEP's low-latency buffer clean was reached while a CUDA graph is being captured; it is a collective "
+        "barrier and must run eagerly. This is a bug in the step order: report it.")
     assert cleans == []
 
 
@@ -249,3 +252,10 @@ def test_eager_low_latency_calls_do_not_query_the_device(fd_era, runtime):
     worker.forward()  # eager decode forward (as on an idle rank's empty_input_forward)
     assert queries == []
     assert len(worker.buffer.low_latency_kernels) == 4
+
+
+def test_ep_runner_clean_outside_the_moe_forward_is_fastdeploys(fd_era, runtime):
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    worker.moe.ep_decoder_runner.clean_low_latency_buffer()  # e.g. FastDeploy's own buffer management
+    assert worker.buffer.collective.barriers == [2]
