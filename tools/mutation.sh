@@ -5,6 +5,10 @@
 # Needs mutmut 3 (configured in pyproject.toml [tool.mutmut]); PYTHON picks the interpreter (default /work/venv's).
 # mutmut 3 does not mutate decorated functions (the @contextmanager scopes): their branches are guarded by the
 # bite tests instead. Score = killed / (all mutants that ran); "no tests" mutants count as survivors.
+# Known equivalent mutants (no test can kill them; they count as survivors in the score):
+#   deepep_protocol  LowLatencyBufferProtocol.__init__: phase None -> "" (both differ from "decode")
+#   capture_plan     _nearest_multiples: 0 < s -> 1 < s (s is 0 or a multiple of k+1 >= 2)
+#                    default_ladder: s*t <= max -> s*t < max (max itself is added right after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/work/venv/bin/python}
