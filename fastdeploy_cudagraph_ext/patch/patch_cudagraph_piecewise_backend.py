@@ -23,7 +23,7 @@ from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
 # 2.5 (and 2.6/develop without real_bsz) count running requests on the device: the call's entry is then one of
-# the entries real_bsz_to_captured_size reaches. Cached per backend once all of them are captured.
+# the entries real_bsz_to_captured_size reaches. {is_static_prefill: True} per backend once all of those are captured.
 REACHABLE_CAPTURED = "_fastdeploy_cudagraph_ext_reachable_captured"
 log = logging.getLogger("fastdeploy_cudagraph_ext")
 _logged: set[str] = set()
@@ -51,10 +51,17 @@ def _shape_and_mode_keyed(backend: object, meta: object) -> tuple[list[object], 
     if getattr(backend, "speculative_decoding", False) and bsz_map and all(bsz_map.values()):
         running = getattr(meta, "real_bsz", 0)  # 2.6/develop: set on the host by the runner; 2.5 has none
         if running <= 0:  # FastDeploy counts running requests on the device: any entry the map reaches
-            if getattr(backend, REACHABLE_CAPTURED, False):
+            cached = getattr(backend, REACHABLE_CAPTURED, None)
+            if cached is None:
+                cached = {}
+                setattr(backend, REACHABLE_CAPTURED, cached)
+            if cached.get(static_prefill):
                 return [], static, False
-            shapes = sorted(set(bsz_map.values()))
-            return [backend.concrete_size_entries.get((padding[s], static_prefill)) for s in shapes], static, False
+            entries = [backend.concrete_size_entries.get((padding[s], static_prefill)) for s in set(bsz_map.values())]
+            if all(e is not None and _is_captured(e, static) for e in entries):
+                cached[static_prefill] = True  # until clear_graph: entries only ever become captured
+                return [], static, False
+            return entries, static, False
         shape = bsz_map[running]
     else:
         shape = meta.ids_remove_padding.shape[0]
@@ -121,9 +128,7 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, object], tuple[
                 if entry.captured if static else entry.cuda_graph is not None:
                     with get_policy().replay_scope():
                         return original(self, **kwargs)
-        elif exact is False and all(e is not None and _is_captured(e, static) for e in entries):
-            if entries:
-                setattr(self, REACHABLE_CAPTURED, True)
+        elif exact is False and not entries:  # every graph the call may use is captured
             with get_policy().replay_scope():
                 return original(self, **kwargs)
         if exact is False:
