@@ -95,9 +95,11 @@ def _undo_aborted_capture(backend: object, entries: list[object]) -> Iterator[No
 
 
 def _inside_capture_model() -> bool:
+    """Called only after a capture happened: is a runner's capture_model (develop: also
+    capture_model_prefill_and_mixed) on the stack?"""
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name == "capture_model":
+        if frame.f_code.co_name.startswith("capture_model"):
             return True
         frame = frame.f_back
     return False
@@ -107,8 +109,9 @@ def _log_lazy_captures(backend: object, entries: list[object], static: bool, bef
     for entry, was_captured in zip(entries, before):
         if not was_captured and entry is not None and _is_captured(entry, static) and not _inside_capture_model():
             log.warning("fastdeploy-cudagraph-ext: %s captured a CUDA graph for size %s while serving (outside "
-                        "capture_model): that step ran its warmups and capture eagerly", type(backend).__name__,
-                        entry.real_shape)
+                        "capture_model): its warmup forwards ran only on ranks that saw this size; with expert "
+                        "parallelism their DeepEP collectives may have no partner on the other ranks. Capture every "
+                        "size at startup (cudagraph_capture_sizes)", type(backend).__name__, entry.real_shape)
 
 
 def _wrap_call(original: Callable, entries_of: Callable[[object, object], tuple[list[object], bool, bool]]) -> Callable:
