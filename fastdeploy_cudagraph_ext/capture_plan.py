@@ -55,7 +55,6 @@ class PlannedCapture:
     batch_size: int  # fake requests in the warmup
     expected_decode_len: int
     num_tokens: int  # dummy-run token budget
-    tokens_per_rank: int
 
 
 @dataclass
@@ -205,7 +204,6 @@ def build_plan(inputs: PlanInputs) -> CapturePlan:
             batch_size=size // step,
             expected_decode_len=expected_decode_len(inputs.num_speculative_tokens),
             num_tokens=inputs.max_chunk_tokens,
-            tokens_per_rank=size,
         )
         for size in reversed(sizes)
     ]

@@ -27,7 +27,6 @@ class LowLatencyBufferProtocol:
         self._is_capturing = is_capturing
         self.clean_every_decode = clean_every_decode
         self.phase: str | None = None  # None: normal kernels may have run (profile run) -> clean on first decode
-        self.cleans = 0
 
     def on_step(self, phase: str | None) -> None:
         """Called once per step after the ranks agreed on the phase, before the step's forward."""
@@ -38,33 +37,29 @@ class LowLatencyBufferProtocol:
                     "collective barrier and must run eagerly. This is a bug in the step order: report it."
                 )
             self._clean()
-            self.cleans += 1
         self.phase = phase
 
 
-_local = threading.local()
+class _ThreadState(threading.local):
+    suppress_inline_clean = 0
+    audit: _CaptureAudit | None = None
 
 
-def _state() -> threading.local:
-    if not hasattr(_local, "suppress_inline_clean"):
-        _local.suppress_inline_clean = 0
-        _local.audit = None
-    return _local
+_state = _ThreadState()
 
 
 @contextmanager
 def suppress_inline_cleans() -> Iterator[None]:
     """FastDeploy's MoE forward cleans inline; inside this scope those cleans are skipped (the protocol owns them)."""
-    state = _state()
-    state.suppress_inline_clean += 1
+    _state.suppress_inline_clean += 1
     try:
         yield
     finally:
-        state.suppress_inline_clean -= 1
+        _state.suppress_inline_clean -= 1
 
 
 def inline_cleans_suppressed() -> bool:
-    return _state().suppress_inline_clean > 0
+    return _state.suppress_inline_clean > 0
 
 
 class _CaptureAudit:
@@ -76,15 +71,14 @@ class _CaptureAudit:
 @contextmanager
 def capture_audit(graph_name: str) -> Iterator[None]:
     """Around one backend call that may capture: low-latency calls under capture must come in pairs, hooks called."""
-    state = _state()
-    if state.audit is not None:  # nested backends (draft inside target) share the outer audit
+    if _state.audit is not None:  # nested backends (draft inside target) share the outer audit
         yield
         return
-    audit = state.audit = _CaptureAudit()
+    audit = _state.audit = _CaptureAudit()
     try:
         yield
     finally:
-        state.audit = None
+        _state.audit = None
     if audit.unfinished_hooks:
         raise DeepEPProtocolError(
             f"{graph_name}: DeepEP low-latency {', '.join(audit.unfinished_hooks)} returned a receive hook that was "
@@ -99,9 +93,14 @@ def capture_audit(graph_name: str) -> Iterator[None]:
         )
 
 
+def audit_active() -> bool:
+    """True inside a backend call that may capture; eager DeepEP calls elsewhere need no further check."""
+    return _state.audit is not None
+
+
 def record_low_latency_call(kind: str, hook: object) -> object:
     """Count a low-latency call made under capture and return the hook to hand back (wrapped to see it called)."""
-    audit = _state().audit
+    audit = _state.audit
     if audit is None:
         return hook
     if hook is None:
@@ -136,3 +135,11 @@ def reset_protocol() -> None:
     global _protocol
     with _protocol_lock:
         _protocol = None
+
+
+def install_protocol(protocol: LowLatencyBufferProtocol | None) -> LowLatencyBufferProtocol | None:
+    """Replace this process's protocol (a simulation of several EP ranks in one process); returns the previous one."""
+    global _protocol
+    with _protocol_lock:
+        previous, _protocol = _protocol, protocol
+        return previous

@@ -106,3 +106,173 @@ def test_static_decode_path_keeps_is_decode_out_of_the_forward(fd_era, runtime):
     assert backend.static_calls == [["forward_meta"]]
     with pytest.raises(RuntimeError, match="decode capture out of order: got 1, expected 2"):
         step(backend, 1)  # develop's descending-order check still guards static decode captures
+
+
+# ---- capture vs replay decided per call (issue 11) --------------------------------------------------------
+
+
+def _stream_switches(runtime):
+    return [e for e in runtime.device.log if e[0] == "set_stream"]
+
+
+def test_a_never_captured_size_does_not_slow_replays_of_captured_sizes(fd_era, runtime):
+    ext.activate()
+    backend = make_backend(fd_era, ToyModel(runtime))
+    step(backend, 4)
+    step(backend, 2)  # size 1 is never captured (FastDeploy captures lazily; some sizes never occur)
+    runtime.device.log.clear()
+    step(backend, 3)  # padded to 4: a replay
+    step(backend, 2)
+    assert runtime.device.log == [("wait", "capture", "compute"), ("replay", "capture"),
+                                  ("wait", "compute", "capture")] * 2
+    runtime.device.log.clear()
+    step(backend, 1)  # the first call of size 1 captures, on the capture stream, with c10 in step
+    assert ("capture_begin", "capture") in runtime.device.log and _stream_switches(runtime)
+
+
+class FailingModel(ToyModel):
+    """Raises on its `fail_on`-th call (2 warmups, then the capture) the first time only."""
+
+    def __init__(self, runtime, fail_on=3, backend=None):
+        super().__init__(runtime)
+        self.fail_on, self.backend, self.failed = fail_on, backend, False
+
+    def __call__(self, **kwargs):
+        out = super().__call__(**kwargs)
+        if not self.failed and len(self.calls) == self.fail_on:
+            self.failed = True
+            manager = getattr(self.backend, "cuda_graph_manager", None)
+            if manager is not None:  # Dy2St's run_impl records the size as captured when the capture starts
+                manager.captured_batch_size.add(4)
+            raise RuntimeError("model failed mid-capture")
+        return out
+
+
+def _discard_dangling_capture(runtime):
+    # FastDeploy never ends a capture its model raised in; the policy's capture scope discards it (c10 helper's
+    # change). The fake runtime is reset by hand here so this test checks only the entry state.
+    runtime.device.capturing = runtime.device.graph = None
+
+
+def _entry(backend, fd_era, size=4):
+    return backend.concrete_size_entries[size if fd_era == "2.3" else (size, False)]
+
+
+def test_a_capture_that_raises_leaves_its_entry_uncaptured_and_the_next_call_captures(fd_era, runtime):
+    ext.activate()
+    model = FailingModel(runtime)
+    backend = make_backend(fd_era, model)
+    with pytest.raises(RuntimeError, match="model failed mid-capture"):
+        step(backend, 4)
+    _discard_dangling_capture(runtime)
+    assert _entry(backend, fd_era).cuda_graph is None
+    step(backend, 4)  # develop's capture-order check must not have advanced past 4
+    graph = _entry(backend, fd_era).cuda_graph
+    assert graph is not None and graph.stream.name == "capture"
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_static_capture_that_raises_is_not_replayed(fd_era, runtime):
+    ext.activate()
+    model = FailingModel(runtime)
+    backend = make_backend(fd_era, model, graph_opt_level=1)
+    backend.cuda_graph_manager = SimpleNamespace(captured_batch_size={2})
+    model.backend = backend
+    with pytest.raises(RuntimeError, match="model failed mid-capture"):
+        step(backend, 4)
+    entry = _entry(backend, fd_era)
+    assert not entry.captured and backend.cuda_graph_manager.captured_batch_size == {2}
+    assert backend._decode_capture_index == 0
+    runtime.device.log.clear()
+    step(backend, 4)  # captures again (inside the capture scope), in order
+    assert entry.captured and _stream_switches(runtime)
+
+
+def test_a_capture_failing_our_audit_leaves_its_entry_uncaptured(fd_era, runtime):
+    ext.activate()
+    model = ToyModel(runtime)
+    backend = make_backend(fd_era, model)
+    from fastdeploy_cudagraph_ext.deepep_protocol import DeepEPProtocolError, record_low_latency_call
+
+    def one_low_latency_call(**kwargs):
+        if runtime.device.is_capturing():
+            record_low_latency_call("dispatch", lambda: None)()
+        return ToyModel.__call__(model, **kwargs)
+
+    backend.runnable = backend.dy_runnable = one_low_latency_call
+    with pytest.raises(DeepEPProtocolError, match="an odd number"):
+        step(backend, 4)  # FastDeploy already stored the graph when the audit fails
+    assert _entry(backend, fd_era).cuda_graph is None and _entry(backend, fd_era).output_buffers == []
+    if fd_era == "develop":
+        assert backend._decode_capture_index == 0
+
+
+def test_capture_while_serving_is_logged_and_capture_model_is_not(fd_era, runtime, caplog):
+    ext.activate()
+    backend = make_backend(fd_era, ToyModel(runtime))
+
+    def capture_model():  # the name FastDeploy's runners capture under
+        step(backend, 4)
+
+    with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"):
+        capture_model()
+        assert "while serving" not in caplog.text
+        step(backend, 2)
+    assert caplog.text.count("captured a CUDA graph for size 2 while serving (outside capture_model)") == 1
+
+
+def test_eager_entries_run_without_any_scope(fd_era, runtime):
+    ext.activate()
+    backend = make_backend(fd_era, ToyModel(runtime))
+    for entry in backend.concrete_size_entries.values():
+        entry.use_cudagraph = False
+    runtime.device.log.clear()
+    step(backend, 4)
+    assert [e[0] for e in runtime.device.log] == ["eager", "eager"]  # attention + extension, no waits
+
+
+# ---- develop with speculative decoding: the running-request count may live on the device -------------------
+
+
+def speculative_backend(runtime, real_bsz_to_captured_size):
+    """The stand-in develop backend with 2.5+'s speculative fields (it keys by tokens, which match here)."""
+    backend = make_backend("develop", ToyModel(runtime))
+    backend.speculative_decoding = True
+    backend.real_bsz_to_captured_size = real_bsz_to_captured_size
+    backend.real_shape_to_captured_size_prefill = {}
+    return backend
+
+
+def spec_step(backend, tokens, real_bsz):
+    meta = SimpleNamespace(ids_remove_padding=paddle.zeros([tokens]), exist_prefill=False, real_bsz=real_bsz)
+    return backend(forward_meta=meta)
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_known_running_requests_pick_the_entry(fd_era, runtime):
+    ext.activate()
+    backend = speculative_backend(runtime, {1: 2, 2: 4})  # k=1: batch 1 -> 2 tokens, batch 2 -> 4 tokens
+    spec_step(backend, 4, real_bsz=2)
+    runtime.device.log.clear()
+    spec_step(backend, 4, real_bsz=2)  # the entry of 2 requests is captured: a replay, though size 2 is not
+    assert not _stream_switches(runtime)
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_unknown_running_requests_replay_once_every_reachable_graph_is_captured(fd_era, runtime, caplog, monkeypatch):
+    from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend
+
+    monkeypatch.setattr(patch_cudagraph_piecewise_backend, "_logged", set())  # logged once per process
+    ext.activate()
+    backend = speculative_backend(runtime, {1: 2, 2: 4})  # size 1 is unreachable: never captured, never waited for
+    with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"):
+        spec_step(backend, 4, real_bsz=0)
+        spec_step(backend, 2, real_bsz=0)
+    assert "cannot tell which graph a call uses" in caplog.text
+    runtime.device.log.clear()
+    spec_step(backend, 4, real_bsz=0)
+    assert not _stream_switches(runtime)
+    backend.clear_graph()  # RL weight reload: every graph is gone, the next call must capture in the scope
+    runtime.device.log.clear()
+    spec_step(backend, 4, real_bsz=0)
+    assert ("capture_begin", "capture") in runtime.device.log

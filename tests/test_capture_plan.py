@@ -2,7 +2,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastdeploy_cudagraph_ext.capture_plan import PlanError, PlanInputs, build_plan, default_ladder
+from fastdeploy_cudagraph_ext.capture_plan import (PlanError, PlanInputs, SizeVerdict, build_plan, default_ladder,
+                                                   env_int, judge_sizes, warmup_token_budget)
 
 
 @settings(max_examples=200, deadline=None)
@@ -26,7 +27,7 @@ def test_default_ladder_plan_invariants(k, seqs, ep, cap, drop):
         assert capture.batch_size * (k + 1) == capture.capture_size and capture.batch_size >= 1
         assert capture.capture_size <= seqs * (k + 1)
         assert capture.expected_decode_len == ((k + 1) * 2 if k else 1)
-        assert not ep or capture.tokens_per_rank <= cap
+        assert not ep or capture.capture_size <= cap  # a decode graph's tokens all go to one rank's dispatch
     if not ep:
         assert sizes[0] == seqs * (k + 1)  # the largest batch always has a graph
 
@@ -111,3 +112,99 @@ def test_internode_cap_and_qp_depth():
 def test_default_ladder_matches_fastdeploy_steps():
     assert default_ladder(300) == [1, 2, 4, *range(8, 129, 8), *range(144, 257, 16), 288, 300]
     assert default_ladder(16, 4) == [4, 8, 16]
+
+
+def test_qp_depth_exactly_at_the_boundary_is_accepted_and_one_below_is_refused():
+    def problems(depth):
+        try:
+            build_plan(PlanInputs(max_num_seqs=8, expert_parallel=True, max_dispatch_tokens_per_rank=128,
+                                  nvshmem_qp_depth=depth))
+        except PlanError as error:
+            return error.problems
+        return []
+
+    assert problems(2 * (128 + 1)) == []
+    assert problems(2 * (128 + 1) - 1) == [
+        "NVSHMEM_QP_DEPTH=257 is below 2*(num_max_dispatch_tokens_per_rank+1)=258; DeepEP low-latency kernels "
+        "would hang. Set NVSHMEM_QP_DEPTH=258 or more in the server environment"
+    ]
+
+
+# ---- exact values at each boundary (mutation testing found these unasserted) -------------------------------
+
+
+def test_internode_cap_exactly_at_the_limit_is_accepted():
+    plan = build_plan(PlanInputs(max_num_seqs=8, expert_parallel=True, max_dispatch_tokens_per_rank=1024,
+                                 internode=True, nvshmem_qp_depth=2050))
+    assert plan.sizes
+
+
+def test_nearest_multiples_include_the_upper_bound_and_never_zero():
+    with pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=2, num_speculative_tokens=1, capture_sizes=(1, 3)))
+    assert error.value.problems == [
+        "capture size 1 is not a multiple of k+1=2 (each request decodes 2 tokens); nearest valid sizes: 2",
+        "capture size 3 is not a multiple of k+1=2 (each request decodes 2 tokens); nearest valid sizes: 2, 4",
+    ]
+
+
+def test_dropping_every_size_is_an_error_and_each_drop_is_logged(caplog):
+    with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"), pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=2, num_speculative_tokens=1, expert_parallel=True,
+                              max_dispatch_tokens_per_rank=1, drop_oversize=True))
+    assert error.value.problems == [
+        "no capture size is left; raise the DeepEP cap or max_num_seqs, or disable CUDA graphs"]
+    assert str(error.value) == ("invalid CUDA graph capture plan:\n  - no capture size is left; raise the DeepEP "
+                                "cap or max_num_seqs, or disable CUDA graphs")
+    plan = build_plan(PlanInputs(max_num_seqs=2, num_speculative_tokens=1, expert_parallel=True,
+                                 max_dispatch_tokens_per_rank=2, drop_oversize=True))
+    assert plan.to_dict()["warnings"] == plan.warnings == [
+        "capture size 4 dropped: over DeepEP's token cap 2 (such batches run eagerly)"]
+    assert caplog.records[-1].getMessage() == ("fastdeploy-cudagraph-ext: capture size 4 dropped: over DeepEP's "
+                                               "token cap 2 (such batches run eagerly)")
+
+
+def test_plan_error_lists_each_problem_on_its_own_line():
+    assert str(PlanError(["a", "b"])) == "invalid CUDA graph capture plan:\n  - a\n  - b"
+
+
+def test_batch_sizes_are_whole_requests():
+    plan = build_plan(PlanInputs(max_num_seqs=4, num_speculative_tokens=3))
+    assert [(c.capture_size, c.batch_size) for c in plan.captures] == [(16, 4), (8, 2), (4, 1)]
+    assert all(type(c.batch_size) is int for c in plan.captures)
+
+
+def test_default_ladder_stops_at_1024_before_the_maximum():
+    assert default_ladder(1100)[-3:] == [992, 1024, 1100]
+
+
+def test_verdicts_keep_the_requested_size():
+    verdicts, _ = judge_sizes(PlanInputs(max_num_seqs=8, num_speculative_tokens=1, capture_sizes=(0, 3),
+                                         round_sizes=True))
+    assert verdicts == [SizeVerdict(0, None, "capture size 0 must be a positive token count"),
+                        SizeVerdict(3, 4, note="capture size 3 rounded to 4, a multiple of k+1=2")]
+    verdicts, _ = judge_sizes(PlanInputs(max_num_seqs=8, num_speculative_tokens=1, capture_sizes=(4,),
+                                         expert_parallel=True, max_dispatch_tokens_per_rank=2, drop_oversize=True))
+    assert verdicts == [SizeVerdict(4, None, note="capture size 4 dropped: over DeepEP's token cap 2 (such batches "
+                                                  "run eagerly)")]
+
+
+def test_warmup_token_budget_of_a_decode_instance():
+    assert warmup_token_budget("decode", 8, 3, 2048) == 32
+    assert warmup_token_budget("mixed", 8, 3, 2048) == 2048
+
+
+@pytest.mark.parametrize("raw, value", [(None, None), ("", None), ("  ", None), ("300", 300)])
+def test_env_int(monkeypatch, raw, value):
+    if raw is None:
+        monkeypatch.delenv("NVSHMEM_QP_DEPTH", raising=False)
+    else:
+        monkeypatch.setenv("NVSHMEM_QP_DEPTH", raw)
+    assert env_int("NVSHMEM_QP_DEPTH") == value
+
+
+def test_env_int_names_the_bad_value(monkeypatch):
+    monkeypatch.setenv("NVSHMEM_QP_DEPTH", "deep")
+    with pytest.raises(PlanError) as error:
+        env_int("NVSHMEM_QP_DEPTH")
+    assert error.value.problems == ["NVSHMEM_QP_DEPTH='deep' is not an integer"]

@@ -4,15 +4,18 @@ from types import SimpleNamespace
 
 import paddle
 import pytest
-from deep_ep_sim import CURRENT, Collective, SimBuffer
-from fake_cuda import FakeGraph, RecordingC10, RecordingDevice, Runtime
+from contextlib import contextmanager
+
+from deep_ep_sim import CURRENT, ActiveRankBuffer, Collective, SimBuffer
+from fake_cuda import RecordingC10, RecordingDevice, Runtime
 from fd_configs import make_fd_config
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastdeploy_cudagraph_ext as ext
-from fastdeploy_cudagraph_ext.deepep_protocol import DeepEPProtocolError, LowLatencyBufferProtocol, capture_audit
-from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy
+from fastdeploy_cudagraph_ext.deepep_protocol import (DeepEPProtocolError, LowLatencyBufferProtocol, capture_audit,
+                                                      install_protocol)
+from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
 
 pytestmark = pytest.mark.standin
 
@@ -20,8 +23,8 @@ pytestmark = pytest.mark.standin
 class MixedEPWorker:
     """One EP rank through the patched FastDeploy stand-ins: runner step decision, MoE forward, graph backend."""
 
-    def __init__(self, fd_era, torch_api=True, layers=2, dispatch_only=False):
-        self.buffer = CURRENT["buffer"] = SimBuffer(torch_api=torch_api)
+    def __init__(self, fd_era, torch_api=True, layers=2, dispatch_only=False, buffer=None):
+        self.buffer = CURRENT["buffer"] = buffer or SimBuffer(torch_api=torch_api)
         self.fd_config = make_fd_config(k=0, max_num_seqs=4, sizes=(1, 2, 4), ep=True, cap=128)
         moe_base = importlib.import_module("fastdeploy.model_executor.layers.moe.fused_moe_backend_base")
         backend_module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
@@ -118,74 +121,141 @@ def test_hook_not_called_in_the_same_forward_fails_the_capture():
             record_low_latency_call("combine", lambda: None)
 
 
-# ---- a multi-rank simulation of the protocol itself -------------------------------------------------------
+# ---- several EP ranks that differ, each through its own patched runner, MoE layers and graph backend ---------
 
 
 class SimRank:
-    """One EP rank: its own device, c10, DeepEP buffer (shared barriers), protocol and graphs."""
+    """One EP rank (a worker process in FastDeploy): its own device, c10, DeepEP buffer, patched runner, MoE
+    layers and graph backend. Ranks share one process here, so `running()` swaps in what is per process in
+    FastDeploy: the CUDA runtime, the stream policy, the protocol and the DeepEP engine's buffer."""
 
-    def __init__(self, rank, collective, layers):
+    def __init__(self, rank, fd_era, group, collective, layers=2):
+        self.rank, self.group = rank, group
         self.device = RecordingDevice()
         self.c10 = RecordingC10(self.device)
         self.policy = CaptureStreamPolicy(self.device, C10Status(False, self.c10), lambda: True)
-        self.buffer = SimBuffer(rank, collective)
-        self.layers = layers
-        self.protocol = LowLatencyBufferProtocol(
-            clean=lambda: self.buffer.clean_low_latency_buffer(128, 8, 4), is_capturing=self.device.is_capturing)
-        self.graphs = {}
+        self.protocol = None  # built by the patched runner on this rank's first step
+        group.buffers.append(SimBuffer(rank, collective))
+        with self.running():
+            self.worker = MixedEPWorker(fd_era, layers=layers, buffer=group)
+        self.cleans_at = []  # steps at which this rank's buffer was cleaned
 
-    def activate(self):
+    @contextmanager
+    def running(self):
         Runtime.device, Runtime.c10 = self.device, self.c10
+        install_policy(self.policy)
+        install_protocol(self.protocol)
+        self.group.rank = self.rank
+        try:
+            yield
+        finally:
+            self.protocol = install_protocol(None)
 
-    def prefill(self):
-        for _ in range(self.layers):
-            self.buffer.combine(self.buffer.dispatch(None))
-
-    def decode_forward(self):
-        for _ in range(self.layers):
-            _, _, _, _, hook = self.buffer.low_latency_dispatch(None, None, 128, 4, async_finish=False,
-                                                                 return_recv_hook=True)
-            hook()
-            _, _, hook = self.buffer.low_latency_combine(None, None, None, None, async_finish=False,
-                                                         return_recv_hook=True)
-            hook()
-
-    def decode(self, graph_key):
-        graph = self.graphs.get(graph_key)
-        if graph is None:
-            with self.policy.capture_scope():
-                self.decode_forward()  # warmup
-                graph = FakeGraph(self.device)
-                graph.capture_begin()
-                self.decode_forward()
-                graph.capture_end()
-            self.graphs[graph_key] = graph
-        with self.policy.replay_scope():
-            graph.replay()
+    def step(self, number, only_decode, status, tokens):
+        """FastDeploy's step on this rank once the ranks agreed `only_decode` (all_gather of their statuses)."""
+        barriers = self.group.buffers[self.rank].collective.barriers[self.rank]
+        with self.running():
+            buffer = self.group.buffers[self.rank]
+            kernels_before = len(buffer.low_latency_kernels)
+            if status == "idle":  # no requests: the same step decision, then empty_input_forward (no graph)
+                self.worker.runner.only_decode = only_decode
+                self.worker.runner.initialize_forward_meta()
+                self.worker.forward()
+            else:
+                self.worker.step(decode=only_decode, tokens=tokens)
+            used = buffer.low_latency_kernels[kernels_before:]
+        if buffer.collective.barriers[self.rank] != barriers:
+            self.cleans_at.append(number)
+        return used
 
 
-@settings(max_examples=60, deadline=None)
-@given(steps=st.lists(st.tuples(st.sampled_from(["prefill", "decode"]), st.sampled_from([1, 2, 4]), st.booleans()),
-                      min_size=1, max_size=14))
-def test_every_rank_hits_the_same_barriers_and_no_kernel_sees_a_dirty_buffer(steps):
+@pytest.fixture
+def rank_group(fd_era, runtime):
+    group = CURRENT["buffer"] = ActiveRankBuffer()  # the buffer FastDeploy's process-wide engine will hold
+    ext.activate()
+    yield group
+    install_protocol(None)
+    CURRENT["buffer"] = None
+
+
+STATUS = st.sampled_from(["prefill", "decode", "idle"])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.tuples(STATUS, STATUS, STATUS, STATUS), st.tuples(*[st.integers(1, 4)] * 4)),
+                      min_size=1, max_size=12))
+def test_ranks_that_differ_clean_at_the_same_steps_and_never_in_a_graph(rank_group, fd_era, steps):
+    rank_group.buffers.clear()
     collective = Collective(4)
-    ranks = [SimRank(r, collective, layers=2) for r in range(4)]
-    try:
-        for phase, size, mtp in steps:  # the phase is agreed across ranks (all_gather in FastDeploy)
-            for rank in ranks:
-                rank.activate()
-                rank.protocol.on_step(phase)
-                # a rank without requests runs empty_input_forward: the same collectives with no tokens
-                if phase == "prefill":
-                    rank.prefill()
-                else:
-                    rank.decode(("main", size))
-                    if mtp:
-                        rank.decode(("draft", size))  # the MTP draft model's graph in the same step
-            assert len(set(collective.barriers)) == 1, f"ranks diverged: {collective.barriers}"
+    ranks = [SimRank(r, fd_era, rank_group, collective) for r in range(4)]
+    for size in (4, 2, 1):  # capture_model on every rank: a dummy prefill step, then the decode step that captures
         for rank in ranks:
-            for graph in rank.graphs.values():
-                assert "ll_clean" not in graph.kernel_names()
-                assert len([k for k in graph.kernel_names() if k.endswith("_send")]) % 2 == 0
-    finally:
-        Runtime.reset()
+            rank.step(-1, only_decode=False, status="prefill", tokens=size)
+        for rank in ranks:
+            rank.step(-1, only_decode=True, status="decode", tokens=size)
+    for number, (statuses, tokens) in enumerate(steps):
+        only_decode = "prefill" not in statuses  # FastDeploy's all_gather: decode only if no rank prefills
+        used = [rank.step(number, only_decode, status, n) for rank, status, n in zip(ranks, statuses, tokens)]
+        assert len({tuple(u) for u in used}) == 1, f"step {number}: ranks used different low-latency halves: {used}"
+    assert len({tuple(rank.cleans_at) for rank in ranks}) == 1, [rank.cleans_at for rank in ranks]
+    assert len(set(collective.barriers)) == 1
+    for rank in ranks:
+        graphs = [e.cuda_graph for e in rank.worker.backend.concrete_size_entries.values() if e.cuda_graph]
+        assert len(graphs) == 3  # every decode size captured on every rank
+        for graph in graphs:
+            assert "ll_clean" not in graph.kernel_names() and graph.stream.name == "capture"
+
+
+# ---- each safety branch of the protocol and its patches, on its own ----------------------------------------
+
+
+def test_a_clean_reached_during_capture_is_refused_and_not_run():
+    cleans = []
+    protocol = LowLatencyBufferProtocol(clean=lambda: cleans.append(1), is_capturing=lambda: True)
+    with pytest.raises(DeepEPProtocolError) as error:
+        protocol.on_step("decode")
+    assert str(error.value) == (
+        "DeepEP's low-latency buffer clean was reached while a CUDA graph is being captured; it is a collective "
+        "barrier and must run eagerly. This is a bug in the step order: report it.")
+    assert cleans == []
+
+
+def test_no_transition_clean_outside_mixed_mode(fd_era, runtime):
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    worker.fd_config.scheduler_config.splitwise_role = "decode"  # a disaggregated decode node: its own buffer
+    worker.fd_config.model_config.moe_phase.phase = "prefill"
+    worker.runner.initialize_forward_meta()
+    worker.fd_config.model_config.moe_phase.phase = "decode"
+    worker.runner.initialize_forward_meta()
+    assert worker.buffer.collective.barriers == [0]
+
+
+def test_clean_every_decode_is_off_by_default_and_each_transition_cleans_once():
+    cleans = []
+    protocol = LowLatencyBufferProtocol(clean=lambda: cleans.append(1), is_capturing=lambda: False)
+    for phase in ("prefill", "decode", "decode", "prefill", "prefill", "decode", "decode"):
+        protocol.on_step(phase)
+    assert len(cleans) == 2
+    first = LowLatencyBufferProtocol(clean=lambda: cleans.append(1), is_capturing=lambda: False)
+    first.on_step("decode")  # a worker's first step: the profile run may have left normal-kernel data behind
+    assert len(cleans) == 3
+
+
+def test_eager_low_latency_calls_do_not_query_the_device(fd_era, runtime):
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    queries = []
+    real = runtime.device.is_capturing
+    runtime.device.is_capturing = lambda: queries.append(1) or real()
+    worker.fd_config.model_config.moe_phase.phase = "decode"
+    worker.forward()  # eager decode forward (as on an idle rank's empty_input_forward)
+    assert queries == []
+    assert len(worker.buffer.low_latency_kernels) == 4
+
+
+def test_ep_runner_clean_outside_the_moe_forward_is_fastdeploys(fd_era, runtime):
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    worker.moe.ep_decoder_runner.clean_low_latency_buffer()  # e.g. FastDeploy's own buffer management
+    assert worker.buffer.collective.barriers == [2]

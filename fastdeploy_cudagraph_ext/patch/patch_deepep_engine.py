@@ -18,7 +18,9 @@ def _wrap(original: Callable, kind: str) -> Callable:
     @functools.wraps(original)
     def low_latency_call(self: object, *args: object, **kwargs: object) -> object:
         result = original(self, *args, **kwargs)
-        if not get_policy().device.is_capturing():
+        # Eager calls (prefill, empty_input_forward) pay one thread-local read; warmups inside a backend's
+        # capture scope are told from the capture itself by the device.
+        if not deepep_protocol.audit_active() or not get_policy().device.is_capturing():
             return result
         # FastDeploy returns the receive hook last: (..., hook).
         hook = deepep_protocol.record_low_latency_call(kind, result[-1])

@@ -84,5 +84,19 @@ class SimBuffer:
         return out, None, hook
 
 
+class ActiveRankBuffer:
+    """Several simulated ranks in one process share FastDeploy's process-wide DeepEPEngine (a singleton):
+    its buffer forwards every call to the buffer of the rank being simulated right now (`rank`)."""
+
+    def __init__(self) -> None:
+        self.buffers: list[SimBuffer] = []
+        self.rank = 0
+
+    def __getattr__(self, name: str):
+        if not self.buffers:
+            raise AttributeError(name)
+        return getattr(self.buffers[self.rank], name)
+
+
 # Tests set these before FastDeploy's engine is built: the buffer a rank's engine gets.
 CURRENT = {"buffer": None}

@@ -1,0 +1,159 @@
+"""Serving-time host cost of the capture_stream wrapper on a replay (issue 11, item 1).
+
+A decode step's call into the graph backend, host time per call (the GPU work is one tiny kernel, so the host
+is the bottleneck), for a backend whose sizes are all captured and for one with a size that was never captured
+(FastDeploy captures lazily; some sizes never occur):
+  unwrapped     FastDeploy's own call (modelled below): look up the entry, replay
+  wrapped       the same call through the plugin's wrapper (patch_cudagraph_piecewise_backend.build)
+  replay_scope  policy.replay_scope() around nothing: the two stream waits the wrapper must add
+  capture_scope policy.capture_scope() around nothing: what every replay paid before issue 11 while any size was
+                uncaptured (for reference)
+Done when (wrapped - unwrapped) / replay_scope is ~1.0 for both backends: the wrapper adds the two waits and
+nothing else of note. Streams are modelled as in tests/gpu (framework stream apart from c10, c10 moved by the
+ctypes bridge); the backend is our own minimal model of FastDeploy 2.3's CudaGraphPiecewiseBackend (entries keyed
+by padded token count, warmups + capture on first use), written from the facts in fastdeploy-surface.md.
+
+Usage: PYTHONPATH=. python benchmarks/serving_replay_overhead.py [calls]   (default 20000)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "gpu")]  # the package and the torch model of Paddle's streams
+
+from fastdeploy_cudagraph_ext.c10_bridge import c10_status  # noqa: E402
+from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend  # noqa: E402
+from fastdeploy_cudagraph_ext.stream_policy import CaptureStreamPolicy, install_policy  # noqa: E402
+from torch_device import FrameworkGraph, TorchFrameworkDevice, libc10_cuda_path  # noqa: E402
+
+REPEATS = 7
+SIZES = [4, 2, 1]
+
+
+@dataclass
+class Entry:
+    real_shape: int
+    use_cudagraph: bool = True
+    captured: bool = False
+    cuda_graph: FrameworkGraph | None = None
+    output_buffers: list = field(default_factory=list)
+
+
+class MiniBackend:
+    """FastDeploy 2.3's backend reduced to what a decode step touches: entry by padded token count, replay."""
+
+    fw: TorchFrameworkDevice  # set by main()
+
+    def __init__(self, fd_config: object, runnable: Callable) -> None:
+        self.fd_config = fd_config
+        self.runnable = runnable
+        self.real_shape_to_captured_size = fd_config.graph_opt_config.real_shape_to_captured_size
+        self.concrete_size_entries = {size: Entry(size) for size in SIZES}
+
+    def __call__(self, **kwargs: object) -> torch.Tensor:
+        tokens = kwargs["forward_meta"].ids_remove_padding.shape[0]
+        entry = self.concrete_size_entries[self.real_shape_to_captured_size[tokens]]
+        if entry.cuda_graph is None:
+            for _ in range(2):
+                self.runnable(**kwargs)
+            graph = FrameworkGraph(self.fw)
+            with graph.capture():
+                out = self.runnable(**kwargs)
+            entry.cuda_graph, entry.output_buffers = graph, [out]
+        entry.cuda_graph.replay()
+        return entry.output_buffers[0]
+
+    def clear_graph(self) -> None:
+        self.concrete_size_entries = {size: Entry(size) for size in SIZES}
+
+
+def per_call_us(call: Callable[[], object], calls: int) -> float:
+    """Best of REPEATS, microseconds of host time per call (the device drained before and after)."""
+    best = float("inf")
+    for _ in range(REPEATS):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        elapsed = time.perf_counter() - start
+        torch.cuda.synchronize()
+        best = min(best, elapsed / calls * 1e6)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("calls", nargs="?", type=int, default=20000, help="calls per timed repeat")
+    calls = parser.parse_args().calls
+    dev = torch.cuda.current_device()
+    fw = MiniBackend.fw = TorchFrameworkDevice()
+    status = c10_status(libc10_cuda_path(), preload="torch")
+    if status.bridge is None:
+        raise SystemExit(f"c10 bridge unavailable: {status.problem}")
+    policy = CaptureStreamPolicy(fw, status, extensions_may_launch=lambda: True)
+    install_policy(policy)
+    wrapped_class = type("WrappedBackend", (MiniBackend,), patch_cudagraph_piecewise_backend.build(MiniBackend, "token_keyed"))
+
+    x = torch.ones(1024, device="cuda")
+
+    def runnable(**kwargs: object) -> torch.Tensor:
+        with fw.framework_ops(dev):
+            return x * 2.0
+
+    fd_config = SimpleNamespace(graph_opt_config=SimpleNamespace(
+        graph_opt_level=0, real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}))
+
+    def meta(tokens: int) -> SimpleNamespace:
+        return SimpleNamespace(ids_remove_padding=torch.empty(tokens, device="cuda"), exist_prefill=False)
+
+    all_captured, one_never = wrapped_class(fd_config, runnable), wrapped_class(fd_config, runnable)
+
+    def capture_model() -> None:  # named as FastDeploy's runner method: these captures are not lazy ones
+        for size in SIZES:
+            all_captured(forward_meta=meta(size))
+        for size in SIZES[:-1]:  # size 1 never occurs while serving: never captured
+            one_never(forward_meta=meta(size))
+        torch.cuda.synchronize()
+
+    capture_model()
+    step = meta(3)  # padded to the captured size 4
+
+    def empty_scope(scope: Callable) -> Callable[[], None]:
+        def call() -> None:
+            with scope(dev):
+                pass
+        return call
+
+    us = {}
+    with fw.framework_ops(dev):  # the step's eager kernels run on the framework's compute stream
+        for name, backend in (("all_captured", all_captured), ("one_never_captured", one_never)):
+            us[f"{name}.unwrapped"] = per_call_us(lambda b=backend: MiniBackend.__call__(b, forward_meta=step), calls)
+            us[f"{name}.wrapped"] = per_call_us(lambda b=backend: b(forward_meta=step), calls)
+        us["replay_scope"] = per_call_us(empty_scope(policy.replay_scope), calls)
+        us["capture_scope"] = per_call_us(empty_scope(policy.capture_scope), calls)
+    us = {k: round(v, 3) for k, v in us.items()}
+    ratios = {
+        f"{name}.overhead_over_replay_scope": round(
+            (us[f"{name}.wrapped"] - us[f"{name}.unwrapped"]) / us["replay_scope"], 3)
+        for name in ("all_captured", "one_never_captured")
+    }
+    ratios["capture_scope_over_replay_scope"] = round(us["capture_scope"] / us["replay_scope"], 3)
+    card = torch.cuda.get_device_name(dev)
+    print(json.dumps({"card": card, "calls": calls, "us_per_call": us, "ratios": ratios}))
+    print(f"{card}: wrapper overhead / replay scope = {ratios['all_captured.overhead_over_replay_scope']:.3f} "
+          f"(all sizes captured), {ratios['one_never_captured.overhead_over_replay_scope']:.3f} (one size never "
+          f"captured); replay scope {us['replay_scope']:.2f} us, capture scope {us['capture_scope']:.2f} us")
+
+
+if __name__ == "__main__":
+    main()

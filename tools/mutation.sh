@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Mutation testing (issue 11): mutmut over the safety-critical modules, the score printed per module. Not CI.
+#   tools/mutation.sh                      # the default modules
+#   tools/mutation.sh deepep_protocol capture_plan
+# Needs mutmut 3 (configured in pyproject.toml [tool.mutmut]); PYTHON picks the interpreter (default /work/venv's).
+# mutmut 3 does not mutate decorated functions (the @contextmanager scopes): their branches are guarded by the
+# bite tests instead. Score = killed / (all mutants that ran); "no tests" mutants count as survivors.
+# Known equivalent mutants (no test can kill them; they count as survivors in the score):
+#   deepep_protocol  LowLatencyBufferProtocol.__init__: phase None -> "" (both differ from "decode")
+#   capture_plan     _nearest_multiples: 0 < s -> 1 < s (s is 0 or a multiple of k+1 >= 2)
+#                    default_ladder: s*t <= max -> s*t < max (max itself is added right after)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-/work/venv/bin/python}
+MUTMUT=${MUTMUT:-$(dirname "$PYTHON")/mutmut}
+MODULES=("$@")
+[ ${#MODULES[@]} -gt 0 ] || MODULES=(stream_policy c10_bridge deepep_protocol capture_plan registry activation)
+JOBS=${JOBS:-$(nproc)}
+
+rm -rf mutants
+globs=()
+for m in "${MODULES[@]}"; do globs+=("fastdeploy_cudagraph_ext.$m.*"); done
+start=$(date +%s)
+"$MUTMUT" run --max-children "$JOBS" "${globs[@]}" > mutants.log 2>&1 || { tail -40 mutants.log; exit 1; }
+echo "mutmut ran ${#MODULES[@]} module(s) in $(( $(date +%s) - start )) s with $JOBS worker(s); log: mutants.log"
+
+"$PYTHON" - "${MODULES[@]}" <<'PY'
+import json, sys
+from collections import Counter
+from mutmut.stats import status_by_exit_code
+
+worst = 100.0
+for module in sys.argv[1:]:
+    meta = json.load(open(f"mutants/fastdeploy_cudagraph_ext/{module}.py.meta"))
+    status = Counter(status_by_exit_code[code] for code in meta["exit_code_by_key"].values())
+    ran = sum(n for s, n in status.items() if s != "not checked")
+    killed = status["killed"] + status["timeout"] + status["caught by type check"]
+    score = 100.0 * killed / ran if ran else 0.0
+    worst = min(worst, score)
+    survivors = sorted(k for k, c in meta["exit_code_by_key"].items() if status_by_exit_code[c] not in ("killed", "timeout"))
+    print(f"{module:16s} {score:5.1f}% killed ({killed}/{ran})  " + ", ".join(f"{s}: {n}" for s, n in status.items()))
+    for name in survivors:
+        print(f"    survived: {name}   (mutmut show '{name}')")
+print(f"lowest module score: {worst:.1f}% (target: 90%)")
+PY
