@@ -46,7 +46,6 @@ class PlanInputs:
     internode: bool = False
     nvshmem_qp_depth: int | None = None  # None: DeepEP's default
     round_sizes: bool = False  # opt-in: round sizes that are not multiples of k+1
-    drop_oversize: bool = False  # FD_CUDAGRAPH_EXT_DROP_OVERSIZE: only named in the refusal (cannot help)
 
 
 @dataclass(frozen=True)
@@ -121,12 +120,10 @@ def _cap_problem(inputs: PlanInputs, upper: int) -> str:
     cap = inputs.max_dispatch_tokens_per_rank
     step = inputs.num_speculative_tokens + 1
     sizes = "your cudagraph_capture_sizes" if inputs.capture_sizes else "FastDeploy's default ladder (not your sizes)"
-    dropping = (" FD_CUDAGRAPH_EXT_DROP_OVERSIZE cannot help: dropping those graphs leaves the same batches to run "
-                "eagerly, and they hit the same assert.") if inputs.drop_oversize else ""
     return (
         f"a decode step can carry max_num_seqs*(k+1) = {inputs.max_num_seqs}*{step} = {upper} tokens per rank, over "
         f"DeepEP's low-latency cap num_max_dispatch_tokens_per_rank={cap}; DeepEP asserts on such a batch with or "
-        f"without a CUDA graph, so {sizes} cannot be clamped or dropped to fit.{dropping} Fix one of: lower "
+        f"without a CUDA graph, so {sizes} cannot be clamped or dropped to fit. Fix one of: lower "
         f"--max-num-seqs to {max(cap // step, 1)} or less; or raise num_max_dispatch_tokens_per_rank to {upper} or more "
         f"in the model's config.json (FastDeploy reads it from there and uses 128 when it is absent) and set "
         f"NVSHMEM_QP_DEPTH to at least {2 * (max(cap, upper) + 1)}"
@@ -228,7 +225,6 @@ class DeploymentSettings:
     internode: bool = False
     nvshmem_qp_depth: int | None = None  # None: DeepEP's default
     round_sizes: bool = False  # FD_CUDAGRAPH_EXT_ROUND_SIZES
-    drop_oversize: bool = False  # FD_CUDAGRAPH_EXT_DROP_OVERSIZE (never makes an over-cap deployment safe)
 
 
 def no_decode_graphs_reason(settings: DeploymentSettings) -> str | None:
@@ -256,7 +252,6 @@ def plan_inputs(settings: DeploymentSettings) -> PlanInputs:
         internode=settings.internode,
         nvshmem_qp_depth=settings.nvshmem_qp_depth,
         round_sizes=settings.round_sizes,
-        drop_oversize=settings.drop_oversize,
     )
 
 

@@ -192,6 +192,8 @@ class DeploymentConfig(_Section):
     @classmethod
     def _environment(cls, env: dict[str, str | int]) -> dict[str, str | int]:
         for key, value in env.items():
+            if key in flags.RETIRED:
+                raise PydanticCustomError("retired_flag", "retired", {"key": key})
             near = [k for k in ENV_KEYS if k != key and (k == key.upper() or difflib.SequenceMatcher(None, k, key).ratio() > 0.85)]
             if (near or key.startswith("FD_CUDAGRAPH_EXT")) and key not in ENV_KEYS:
                 raise _unknown("environment", [key], ENV_KEYS)
@@ -245,7 +247,6 @@ class DeploymentConfig(_Section):
             internode=self.nnodes() > 1 or launch.use_internode_ll_two_stage,
             nvshmem_qp_depth=None if depth is None else int(depth),
             round_sizes=flags.read_bool(flags.ROUND_SIZES, env),
-            drop_oversize=flags.read_bool(flags.DROP_OVERSIZE, env),
         )
 
     def assumed_defaults(self) -> list[str]:
@@ -370,6 +371,8 @@ def _translate(error: dict) -> list[str]:
     if kind == "flag_value":
         return [f"{path}.{ctx['key']} is {_shown(ctx['value'])}: expected 1/true/yes/on to enable, 0/false/no/off to "
                 f"disable (the plugin refuses anything else at start-up). Fix: \"{ctx['key']}\": \"1\""]
+    if kind == "retired_flag":
+        return [f"{path}.{ctx['key']} is no longer supported: {flags.RETIRED[ctx['key']]}"]
     if kind == "qp_depth":
         return [f"{path}.NVSHMEM_QP_DEPTH is {_shown(ctx['value'])}: expected a positive whole number of queue "
                 f"entries. Fix: \"NVSHMEM_QP_DEPTH\": \"1024\" (at least 2*(num_max_dispatch_tokens_per_rank+1))"]

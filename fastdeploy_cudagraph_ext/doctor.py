@@ -167,9 +167,9 @@ def _group_needed(group: str, config: deployment.DeploymentConfig | None) -> str
 
 # ---- the checks ----------------------------------------------------------------------------------------------
 def _check_flags(report: DoctorReport, env: dict[str, str]) -> None:
-    for name in flags.ALL_FLAGS:
+    for name in (*flags.ALL_FLAGS, *flags.RETIRED):
         try:
-            flags.read_bool(name, env)
+            flags.read_settings({name: env[name]} if name in env else {})
         except flags.FlagError as error:
             report.add(name, "fail", str(error))
     raw = env.get(flags.ENABLE)

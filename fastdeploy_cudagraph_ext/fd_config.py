@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import inspect
 
-from .capture_plan import PlanInputs, default_ladder, env_int, warmup_token_budget
+from .capture_plan import DeploymentSettings, default_ladder, env_int, warmup_token_budget
+from .flags import Settings
 
 
 def _first(obj_paths: list[tuple[object, str]], default: object = None) -> object:
@@ -71,29 +72,33 @@ def _generated_by_fastdeploy(sizes: list[int], tokens_per_request: int) -> bool:
     return any(sorted(sizes) == default_ladder(top, scale) for scale in {1, tokens_per_request})
 
 
-def plan_inputs(fd_config: object, round_sizes: bool = False, drop_oversize: bool = False) -> PlanInputs:
+def deployment_settings(fd_config: object, settings: Settings) -> DeploymentSettings:
+    """The worker's side of the one plan builder (`capture_plan.plan_deployment`); the CLI fills the same value
+    from a deployment config."""
     k = speculative_tokens(fd_config)
     graph = getattr(fd_config, "graph_opt_config", None)
-    sizes = list(getattr(graph, "cudagraph_capture_sizes", None) or [])
+    raw = getattr(graph, "cudagraph_capture_sizes", None)
+    sizes = list(raw or [])
     # Never scaled again: sizes FastDeploy already scaled (2.5's ladder, 2.6/develop's every size) are either its
     # ladder at scale k+1 (rebuilt identically) or user sizes, which the plan validates as they are.
-    generated = not sizes or _generated_by_fastdeploy(sizes, k + 1)
-    user_sizes = None if generated else tuple(sizes)
+    generated = raw is None or (bool(sizes) and _generated_by_fastdeploy(sizes, k + 1))
     parallel = getattr(fd_config, "parallel_config", None)
     model = getattr(fd_config, "model_config", None)
     nnodes = int(_first([(fd_config, "nnode"), (parallel, "nnode")], 1))
-    return PlanInputs(
+    return DeploymentSettings(
         max_num_seqs=max_num_seqs(fd_config),
         num_speculative_tokens=k,
-        capture_sizes=user_sizes,
-        capture_limit=max(sizes) if sizes and generated else None,  # keep FastDeploy's own cap on its ladder
+        capture_sizes=None if generated else tuple(sizes),  # [] stays [], an error as in FastDeploy itself
+        ladder_cap=max(sizes) if sizes and generated else None,  # keep FastDeploy's own cap on its ladder
         max_chunk_tokens=max_chunk_tokens(fd_config),
+        use_cudagraph=bool(getattr(graph, "use_cudagraph", False)),
+        cudagraph_only_prefill=bool(getattr(graph, "cudagraph_only_prefill", False)),
         expert_parallel=uses_expert_parallel(fd_config),
+        splitwise_role=splitwise_role(fd_config),
         max_dispatch_tokens_per_rank=int(getattr(model, "num_max_dispatch_tokens_per_rank", 128) or 128),
         internode=nnodes > 1 or bool(getattr(parallel, "use_internode_ll_two_stage", False)),
         nvshmem_qp_depth=env_int("NVSHMEM_QP_DEPTH"),
-        round_sizes=round_sizes,
-        drop_oversize=drop_oversize,
+        round_sizes=settings.round_sizes,
     )
 
 

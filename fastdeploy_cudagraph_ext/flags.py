@@ -10,16 +10,24 @@ from dataclasses import dataclass
 from typing import Mapping
 
 ENABLE = "FD_CUDAGRAPH_EXT"
-# Keep going when a decode capture size exceeds DeepEP's token cap by dropping it (with a warning).
-DROP_OVERSIZE = "FD_CUDAGRAPH_EXT_DROP_OVERSIZE"
 # Round user capture sizes that are not multiples of k+1 (with a warning) instead of failing.
 ROUND_SIZES = "FD_CUDAGRAPH_EXT_ROUND_SIZES"
 # Clean DeepEP's low-latency buffer eagerly before EVERY decode step, not only at prefill->decode.
 CLEAN_EVERY_DECODE = "FD_CUDAGRAPH_EXT_CLEAN_EVERY_DECODE"
-# Retired: patches now check contracts, and a refused group stops only a deployment that needs it.
-RETIRED_FORCE = "FD_CUDAGRAPH_EXT_FORCE"
+ALL_FLAGS = (ENABLE, ROUND_SIZES, CLEAN_EVERY_DECODE)
 
-ALL_FLAGS = (ENABLE, DROP_OVERSIZE, ROUND_SIZES, CLEAN_EVERY_DECODE)
+# Retired flags: setting one is an error that says why it went, never a flag silently ignored.
+RETIRED = {
+    "FD_CUDAGRAPH_EXT_FORCE": (
+        "each patch now checks only the FastDeploy names it uses, and a feature group that does not fit stops a "
+        "worker only when the deployment needs it. Unset FD_CUDAGRAPH_EXT_FORCE; if a worker still refuses, its "
+        "log names the missing FastDeploy symbol"),
+    "FD_CUDAGRAPH_EXT_DROP_OVERSIZE": (
+        "dropping capture sizes over DeepEP's token cap cannot make a deployment safe: a decode batch over "
+        "num_max_dispatch_tokens_per_rank hits DeepEP's assert with or without a graph, so the plan refuses any "
+        "deployment whose max_num_seqs*(k+1) exceeds the cap. Unset FD_CUDAGRAPH_EXT_DROP_OVERSIZE and lower "
+        "--max-num-seqs or raise the cap, as the refusal says"),
+}
 
 TRUE_VALUES = ("1", "true", "yes", "on")
 FALSE_VALUES = ("0", "false", "no", "off", "")
@@ -34,7 +42,6 @@ class Settings:
     """Every flag, parsed once; patches get this object, never the environment."""
 
     enable: bool = False
-    drop_oversize: bool = False
     round_sizes: bool = False
     clean_every_decode: bool = False
 
@@ -60,11 +67,8 @@ def read_bool(name: str, environ: Mapping[str, str] | None = None) -> bool:
 def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse every flag at once so a bad value anywhere fails startup, not a later step."""
     env = os.environ if environ is None else environ
-    if env.get(RETIRED_FORCE) is not None:
-        raise FlagError(
-            f"{RETIRED_FORCE} is no longer supported: each patch now checks only the FastDeploy names it uses, and "
-            f"a feature group that does not fit stops a worker only when the deployment needs it. Unset "
-            f"{RETIRED_FORCE}; if a worker still refuses, its log names the missing FastDeploy symbol."
-        )
-    return Settings(enable=read_bool(ENABLE, env), drop_oversize=read_bool(DROP_OVERSIZE, env),
-                    round_sizes=read_bool(ROUND_SIZES, env), clean_every_decode=read_bool(CLEAN_EVERY_DECODE, env))
+    for name, why in RETIRED.items():
+        if env.get(name) is not None:
+            raise FlagError(f"{name} is no longer supported: {why}.")
+    return Settings(enable=read_bool(ENABLE, env), round_sizes=read_bool(ROUND_SIZES, env),
+                    clean_every_decode=read_bool(CLEAN_EVERY_DECODE, env))

@@ -244,7 +244,9 @@ def speculative_backend(runtime, real_bsz_to_captured_size):
 
 
 def spec_step(backend, tokens, real_bsz):
-    meta = SimpleNamespace(ids_remove_padding=paddle.zeros([tokens]), exist_prefill=False, real_bsz=real_bsz)
+    # k=1 here: each running request has 2 tokens this step (what FastDeploy counts when real_bsz is 0)
+    meta = SimpleNamespace(ids_remove_padding=paddle.zeros([tokens]), exist_prefill=False, real_bsz=real_bsz,
+                           seq_lens_this_time=paddle.full([tokens // 2], 2, dtype="int32"))
     return backend(forward_meta=meta)
 
 

@@ -7,11 +7,10 @@ from fastdeploy_cudagraph_ext.capture_plan import (PlanError, PlanInputs, SizeVe
 
 
 @settings(max_examples=200, deadline=None)
-@given(k=st.integers(0, 5), seqs=st.integers(1, 256), ep=st.booleans(), cap=st.sampled_from([64, 128, 256, 512]),
-       drop=st.booleans())
-def test_default_ladder_plan_invariants(k, seqs, ep, cap, drop):
+@given(k=st.integers(0, 5), seqs=st.integers(1, 256), ep=st.booleans(), cap=st.sampled_from([64, 128, 256, 512]))
+def test_default_ladder_plan_invariants(k, seqs, ep, cap):
     inputs = PlanInputs(max_num_seqs=seqs, num_speculative_tokens=k, expert_parallel=ep,
-                        max_dispatch_tokens_per_rank=cap, drop_oversize=drop)
+                        max_dispatch_tokens_per_rank=cap)
     try:
         plan = build_plan(inputs)
     except PlanError as error:
@@ -82,15 +81,6 @@ def test_oversize_for_deepep_cap_names_where_the_cap_lives_and_both_ways_out():
     ]
 
 
-def test_drop_oversize_cannot_make_an_over_cap_deployment_start():
-    # Dropping graphs over the cap would leave those batches eager, and DeepEP asserts on them all the same.
-    with pytest.raises(PlanError) as error:
-        build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, expert_parallel=True,
-                              max_dispatch_tokens_per_rank=128, drop_oversize=True))
-    assert "FD_CUDAGRAPH_EXT_DROP_OVERSIZE cannot help: dropping those graphs leaves the same batches to run " \
-           "eagerly, and they hit the same assert." in error.value.problems[0]
-
-
 def test_user_sizes_under_the_cap_do_not_hide_larger_eager_batches():
     with pytest.raises(PlanError, match="your cudagraph_capture_sizes cannot be clamped"):
         build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, capture_sizes=(2, 4, 8), expert_parallel=True,
@@ -148,22 +138,6 @@ def test_nearest_multiples_include_the_upper_bound_and_never_zero():
     ]
 
 
-def test_dropping_every_size_is_an_error_and_each_drop_is_logged(caplog):
-    with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"), pytest.raises(PlanError) as error:
-        build_plan(PlanInputs(max_num_seqs=2, num_speculative_tokens=1, expert_parallel=True,
-                              max_dispatch_tokens_per_rank=1, drop_oversize=True))
-    assert error.value.problems == [
-        "no capture size is left; raise the DeepEP cap or max_num_seqs, or disable CUDA graphs"]
-    assert str(error.value) == ("invalid CUDA graph capture plan:\n  - no capture size is left; raise the DeepEP "
-                                "cap or max_num_seqs, or disable CUDA graphs")
-    plan = build_plan(PlanInputs(max_num_seqs=2, num_speculative_tokens=1, expert_parallel=True,
-                                 max_dispatch_tokens_per_rank=2, drop_oversize=True))
-    assert plan.to_dict()["warnings"] == plan.warnings == [
-        "capture size 4 dropped: over DeepEP's token cap 2 (such batches run eagerly)"]
-    assert caplog.records[-1].getMessage() == ("fastdeploy-cudagraph-ext: capture size 4 dropped: over DeepEP's "
-                                               "token cap 2 (such batches run eagerly)")
-
-
 def test_plan_error_lists_each_problem_on_its_own_line():
     assert str(PlanError(["a", "b"])) == "invalid CUDA graph capture plan:\n  - a\n  - b"
 
@@ -183,10 +157,6 @@ def test_verdicts_keep_the_requested_size():
                                          round_sizes=True))
     assert verdicts == [SizeVerdict(0, None, "capture size 0 must be a positive token count"),
                         SizeVerdict(3, 4, note="capture size 3 rounded to 4, a multiple of k+1=2")]
-    verdicts, _ = judge_sizes(PlanInputs(max_num_seqs=8, num_speculative_tokens=1, capture_sizes=(4,),
-                                         expert_parallel=True, max_dispatch_tokens_per_rank=2, drop_oversize=True))
-    assert verdicts == [SizeVerdict(4, None, note="capture size 4 dropped: over DeepEP's token cap 2 (such batches "
-                                                  "run eagerly)")]
 
 
 def test_warmup_token_budget_of_a_decode_instance():

@@ -49,6 +49,8 @@ WRONG = [
      'environment is []: expected an object. Fix: write it as {...}'),
     ('top', {'model_config': []},
      'model_config is []: expected an object. Fix: write it as {...}'),
+    ('environment', {'FD_CUDAGRAPH_EXT_DROP_OVERSIZE': '1'},
+     'environment.FD_CUDAGRAPH_EXT_DROP_OVERSIZE is no longer supported: dropping capture sizes over DeepEP\'s token cap cannot make a deployment safe: a decode batch over num_max_dispatch_tokens_per_rank hits DeepEP\'s assert with or without a graph, so the plan refuses any deployment whose max_num_seqs*(k+1) exceeds the cap. Unset FD_CUDAGRAPH_EXT_DROP_OVERSIZE and lower --max-num-seqs or raise the cap, as the refusal says'),
     ('environment', {'FD_CUDAGRAPH_EXT': 'maybe'},
      'environment.FD_CUDAGRAPH_EXT is "maybe": expected 1/true/yes/on to enable, 0/false/no/off to disable (the plugin refuses anything else at start-up). Fix: "FD_CUDAGRAPH_EXT": "1"'),
     ('launch', {'max_num_seqs': 64},

@@ -33,7 +33,8 @@ def machine(tmp_path, monkeypatch):
         monkeypatch.setattr(doctor, "fastdeploy_version", lambda: "2.5.0")
         monkeypatch.setattr(doctor, "_group_verdicts", lambda root: applies("capture_stream", "mtp_sizing",
                                                                              "deepep_mixed"))
-        for name in ("FD_CUDAGRAPH_EXT", "FD_PLUGINS", "NVSHMEM_QP_DEPTH", "FD_CUDAGRAPH_EXT_FORCE"):
+        for name in ("FD_CUDAGRAPH_EXT", "FD_PLUGINS", "NVSHMEM_QP_DEPTH", "FD_CUDAGRAPH_EXT_FORCE",
+                     "FD_CUDAGRAPH_EXT_DROP_OVERSIZE"):
             monkeypatch.delenv(name, raising=False)
         defaults = {"FD_CUDAGRAPH_EXT": "1", "FD_PLUGINS": "fastdeploy_cudagraph_ext"}
         for name, value in {**defaults, **env}.items():
@@ -89,6 +90,11 @@ def test_unbridgeable_c10_refuses(machine, capsys):
     ({"FD_CUDAGRAPH_EXT": "maybe"}, "FD_CUDAGRAPH_EXT", "fail",
      "FD_CUDAGRAPH_EXT='maybe' is not a valid value. Accepted: 1/true/yes/on to enable, 0/false/no/off or unset to "
      "disable (case-insensitive). Fix the environment of the FastDeploy server and restart it."),
+    ({"FD_CUDAGRAPH_EXT_DROP_OVERSIZE": "1"}, "FD_CUDAGRAPH_EXT_DROP_OVERSIZE", "fail",
+     "FD_CUDAGRAPH_EXT_DROP_OVERSIZE is no longer supported: dropping capture sizes over DeepEP's token cap cannot "
+     "make a deployment safe: a decode batch over num_max_dispatch_tokens_per_rank hits DeepEP's assert with or "
+     "without a graph, so the plan refuses any deployment whose max_num_seqs*(k+1) exceeds the cap. Unset "
+     "FD_CUDAGRAPH_EXT_DROP_OVERSIZE and lower --max-num-seqs or raise the cap, as the refusal says."),
     ({"FD_CUDAGRAPH_EXT": None}, "FD_CUDAGRAPH_EXT", "fail",
      "unset: the plugin stays off. Fix: FD_CUDAGRAPH_EXT=1 in the server's environment"),
     ({"FD_PLUGINS": None}, "FD_PLUGINS", "fail",

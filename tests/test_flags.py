@@ -35,6 +35,12 @@ def test_read_settings_parses_every_flag_once():
     assert settings == flags.Settings(enable=True, clean_every_decode=True)
 
 
-def test_retired_force_flag_is_an_error_that_says_what_to_do():
+def test_retired_flags_are_errors_that_say_what_to_do():
     with pytest.raises(flags.FlagError, match="FD_CUDAGRAPH_EXT_FORCE is no longer supported.*Unset"):
         flags.read_settings({"FD_CUDAGRAPH_EXT_FORCE": "1"})
+    # A decode batch over DeepEP's cap asserts with or without a graph: dropping graphs never made it safe.
+    with pytest.raises(flags.FlagError) as error:
+        flags.read_settings({"FD_CUDAGRAPH_EXT_DROP_OVERSIZE": "1"})
+    assert str(error.value) == ("FD_CUDAGRAPH_EXT_DROP_OVERSIZE is no longer supported: " +
+                                flags.RETIRED["FD_CUDAGRAPH_EXT_DROP_OVERSIZE"] + ".")
+    assert "lower --max-num-seqs or raise the cap" in str(error.value)

@@ -8,8 +8,8 @@ import logging
 import sys
 from typing import Callable, Mapping
 
-from ..capture_plan import CapturePlan, PlanError, build_plan
-from ..fd_config import install_capture_sizes, plan_inputs, speculative_tokens
+from ..capture_plan import CapturePlan, PlanError, plan_deployment
+from ..fd_config import deployment_settings, install_capture_sizes, speculative_tokens
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
 from ..registry import NO_FACTS, Choice, Contract, ContractBroken, Patch
@@ -23,16 +23,14 @@ log = logging.getLogger("fastdeploy_cudagraph_ext")
 
 
 def plan_for_worker(fd_config: object, settings: Settings) -> CapturePlan | None:
-    """The worker's plan, with FastDeploy's sizes replaced by it; None when MTP decode graphs are off."""
-    graph = getattr(fd_config, "graph_opt_config", None)
-    if not getattr(graph, "use_cudagraph", False) or getattr(graph, "cudagraph_only_prefill", False):
-        return None
+    """The worker's plan, with FastDeploy's sizes replaced by it; None when it captures no decode graph."""
     try:
-        plan = build_plan(plan_inputs(fd_config, round_sizes=settings.round_sizes,
-                                      drop_oversize=settings.drop_oversize))
+        plan = plan_deployment(deployment_settings(fd_config, settings))
     except PlanError as error:
         raise PlanError([f"fastdeploy-cudagraph-ext refuses to start this worker before loading weights: {p}"
                          for p in error.problems]) from None
+    if plan is None:
+        return None
     if install_capture_sizes(fd_config, plan.sizes, plan.tokens_per_request):
         log.info("fastdeploy-cudagraph-ext: decode capture sizes set to %s", sorted(plan.sizes))
     return plan

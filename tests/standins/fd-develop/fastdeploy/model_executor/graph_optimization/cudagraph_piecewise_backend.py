@@ -45,7 +45,10 @@ class CudaGraphPiecewiseBackend(BackendCommon):
     def __call__(self, **kwargs):
         forward_meta = kwargs["forward_meta"]
         if self.speculative_decoding and all(self.real_bsz_to_captured_size.values()):
-            real_shape = self.real_bsz_to_captured_size[max(1, forward_meta.real_bsz)]
+            running = forward_meta.real_bsz  # set on the host by the runner; else counted on the device
+            if running <= 0:
+                running = int((forward_meta.seq_lens_this_time > 0).astype("int32").sum())
+            real_shape = self.real_bsz_to_captured_size[max(1, running)]
         else:
             real_shape = forward_meta.ids_remove_padding.shape[0]
         static_decode = not forward_meta.exist_prefill and self.full_cuda_graph and self.dy2st
