@@ -132,9 +132,23 @@ def get_protocol(factory: Callable[[], LowLatencyBufferProtocol]) -> LowLatencyB
 
 
 def reset_protocol() -> None:
-    global _protocol
+    global _protocol, _engine
     with _protocol_lock:
         _protocol = None
+        _engine = None
+
+
+_engine: object | None = None  # FastDeploy's DeepEPEngine, a process singleton (see deepep_engine_handle)
+
+
+def remember_engine(engine: object) -> None:
+    global _engine
+    _engine = engine
+
+
+def current_engine() -> object | None:
+    """FastDeploy's DeepEP engine; None until FastDeploy built one (then nothing ran on the buffer yet)."""
+    return _engine
 
 
 def install_protocol(protocol: LowLatencyBufferProtocol | None) -> LowLatencyBufferProtocol | None:

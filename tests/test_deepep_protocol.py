@@ -82,6 +82,19 @@ def test_clean_runs_once_eagerly_at_the_transition_and_never_in_a_graph(fd_era, 
     assert worker.buffer.collective.barriers == [4] and not worker.buffer.dirty
 
 
+def test_transition_clean_reaches_the_engine_without_a_buffer_manager(fd_era, runtime, monkeypatch):
+    """2.2.0 has no DeepEPBufferManager (fixture fd-2.2.0): the clean must still find FastDeploy's engine."""
+    ep = importlib.import_module("fastdeploy.model_executor.layers.moe.ep")
+    monkeypatch.setattr(ep.DeepEPBufferManager, "set_engine", classmethod(lambda cls, engine: None))
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    assert ep.DeepEPBufferManager._engine is None
+    worker.step(decode=False)
+    worker.step(decode=True)
+    assert worker.buffer.collective.barriers == [2] and not worker.buffer.dirty
+    assert "ll_clean" not in worker.graph().kernel_names()
+
+
 def test_operator_switch_cleans_before_every_decode_step(fd_era, runtime, monkeypatch):
     monkeypatch.setenv("FD_CUDAGRAPH_EXT_CLEAN_EVERY_DECODE", "1")
     ext.activate()

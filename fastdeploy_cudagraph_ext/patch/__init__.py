@@ -40,6 +40,12 @@ and its entry in ALL_PATCHES (and its block below).
    How:     after FastDeploy agrees the phase, clean once on every EP rank (or every decode step on request).
    PR:      none.
    Removal: when FastDeploy cleans at the transition.
+** deepep_engine_handle **
+   Symbol:  ep.DeepEPEngine.__init__
+   Why:     the transition clean must reach FastDeploy's engine; 2.2.0 has no DeepEPBufferManager holding it.
+   How:     pass-through wrapper that keeps a reference to the engine FastDeploy built.
+   PR:      none.
+   Removal: with deepep_transition_clean.
 ** moe_inline_clean_scope **
    Symbol:  fused_moe_backend_base.MoEMethodBase.apply
    Why:     FastDeploy's in-forward clean puts two NVSHMEM barriers into every decode graph.
@@ -61,7 +67,7 @@ and its entry in ALL_PATCHES (and its block below).
 ** deepep_buffer_manager_clean **
    Symbol:  ep.DeepEPBufferManager.clean_low_latency_buffer (added)
    Why:     PR #7344 called it; no FastDeploy release defines it.
-   How:     cleans through the engine the manager holds ("not needed" where there is no manager).
+   How:     cleans through FastDeploy's engine ("not needed" where there is no manager).
    PR:      FastDeploy #7344.
    Removal: if FastDeploy adds it.
 """
@@ -73,6 +79,7 @@ from . import (
     patch_cudagraph_piecewise_backend,
     patch_deepep_buffer_manager,
     patch_deepep_engine,
+    patch_deepep_engine_handle,
     patch_ep_runner_clean,
     patch_gpu_model_runner_capture,
     patch_gpu_model_runner_step,
@@ -85,6 +92,7 @@ ALL_PATCHES: list[Patch] = [
     patch_gpu_model_runner_capture.PATCH,
     patch_xpu_model_runner_capture.PATCH,
     patch_gpu_model_runner_step.PATCH,
+    patch_deepep_engine_handle.PATCH,
     patch_moe_apply.PATCH,
     patch_ep_runner_clean.PATCH,
     patch_deepep_engine.PATCH,

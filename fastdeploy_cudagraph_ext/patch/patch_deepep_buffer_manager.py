@@ -22,7 +22,7 @@ PATCH = Patch(
         "Code written against PR #7344 calls DeepEPBufferManager.clean_low_latency_buffer(); FastDeploy defines only "
         "set_engine, clear_buffer and recreate_buffer, so the call raised and (swallowed) never cleaned."
     ),
-    how="Adds the classmethod; it cleans through the engine the manager already holds (a no-op before one exists).",
+    how="Adds the classmethod; it cleans through FastDeploy's engine (a no-op before one exists).",
     related_pr="FastDeploy PR #7344 (closed).",
     removal_plan="Remove if FastDeploy adds the method itself (the registry then reports it not needed).",
     build=build,

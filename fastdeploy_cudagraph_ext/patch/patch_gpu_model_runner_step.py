@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Callable
 
 from .. import deepep_protocol
@@ -12,13 +11,11 @@ from ..registry import Contract, Patch
 from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.worker.gpu_model_runner"
-EP_MODULE = "fastdeploy.model_executor.layers.moe.ep"
 
 
 def clean_through_fastdeploy() -> None:
-    """Clean via FastDeploy's engine (DeepEPBufferManager holds it); no engine yet means nothing ran on the buffer."""
-    manager = getattr(sys.modules.get(EP_MODULE), "DeepEPBufferManager", None)
-    engine = getattr(manager, "_engine", None)
+    """Clean through FastDeploy's engine; no engine yet means nothing ran on the buffer."""
+    engine = deepep_protocol.current_engine()
     if engine is not None:
         with get_policy().eager_extension_scope():
             engine.clean_low_latency_buffer()
