@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "gpu")]  # the package and the torch model of Paddle's streams
 
 from fastdeploy_cudagraph_ext.c10_bridge import c10_status  # noqa: E402
+from fastdeploy_cudagraph_ext.flags import Settings  # noqa: E402
 from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend  # noqa: E402
 from fastdeploy_cudagraph_ext.stream_policy import CaptureStreamPolicy, install_policy  # noqa: E402
 from torch_device import FrameworkGraph, TorchFrameworkDevice, libc10_cuda_path  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> None:
         raise SystemExit(f"c10 bridge unavailable: {status.problem}")
     policy = CaptureStreamPolicy(fw, status, extensions_may_launch=lambda: True)
     install_policy(policy)
-    wrapped_class = type("WrappedBackend", (MiniBackend,), patch_cudagraph_piecewise_backend.build(MiniBackend, "token_keyed"))
+    wrapped_class = type("WrappedBackend", (MiniBackend,), patch_cudagraph_piecewise_backend.build(MiniBackend, "token_keyed", Settings()))
 
     x = torch.ones(1024, device="cuda")
 
