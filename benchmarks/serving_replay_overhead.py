@@ -98,7 +98,7 @@ def main() -> None:
     calls = parser.parse_args().calls
     dev = torch.cuda.current_device()
     fw = MiniBackend.fw = TorchFrameworkDevice()
-    status = c10_status(libc10_cuda_path(), preload="torch")
+    status = c10_status(libc10_cuda_path(), framework="torch")
     if status.bridge is None:
         raise SystemExit(f"c10 bridge unavailable: {status.problem}")
     policy = CaptureStreamPolicy(fw, status, extensions_may_launch=lambda: True)
