@@ -232,3 +232,24 @@ def test_an_error_while_judging_is_recorded_not_raised_into_fastdeploys_import(f
 def test_a_base_named_like_its_subclass_is_not_followed_into_itself():
     facts = {MOE: module_facts("import base\nclass MoEMethodBase(base.MoEMethodBase):\n    def apply(self, layer, x, gate): pass\n")}
     assert judge(APPLY, facts).verdict is Verdict.APPLIED
+
+
+BACKEND = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
+BACKEND_SOURCE = '''
+class CudaGraphPiecewiseBackend:
+    def __init__(self, fd_config, runnable): pass
+    def __call__(self, **kwargs):
+        {body}
+    def clear_graph(self): pass
+'''
+
+
+def test_backend_variant_follows_how_fastdeploy_keys_its_entries():
+    capture = patch_named("capture_stream")
+    token = BACKEND_SOURCE.format(body="entry = self.concrete_size_entries.get("
+                                       "self.real_shape_to_captured_size[kwargs['forward_meta'].ids_remove_padding.shape[0]])")
+    assert judge(capture, {BACKEND: module_facts(token)}).variant == "token_keyed"
+    unknown = judge(capture, {BACKEND: module_facts(BACKEND_SOURCE.format(body="return self.runnable(**kwargs)"))})
+    assert unknown.verdict is Verdict.REFUSED
+    assert unknown.detail == ("CudaGraphPiecewiseBackend.__call__ keys its entries in a way the plugin does not know "
+                              "(marker entry_key='other'), so it cannot tell a replay from a capture")
