@@ -7,8 +7,10 @@ import pytest
 from fastdeploy_cudagraph_ext.fd_facts import module_facts
 from fastdeploy_cudagraph_ext.flags import Settings
 from fastdeploy_cudagraph_ext.patch import ALL_PATCHES, NEEDS, RUNNERS
+from fastdeploy_cudagraph_ext import import_hooks
 from fastdeploy_cudagraph_ext.registry import (
-    Contract, Patch, PatchRefused, Registry, Verdict, judge, resolve_class,
+    PATCH_MARKER, Choice, Contract, GroupVerdict, Patch, PatchRefused, PatchReport, Registry, Verdict,
+    group_verdict, group_verdicts_of, judge, resolve_class, within,
 )
 
 METADATA = ("why", "how", "related_pr", "removal_plan")
@@ -232,3 +234,209 @@ def test_an_error_while_judging_is_recorded_not_raised_into_fastdeploys_import(f
 def test_a_base_named_like_its_subclass_is_not_followed_into_itself():
     facts = {MOE: module_facts("import base\nclass MoEMethodBase(base.MoEMethodBase):\n    def apply(self, layer, x, gate): pass\n")}
     assert judge(APPLY, facts).verdict is Verdict.APPLIED
+
+
+# -- the pieces, each with its exact behaviour (mutation testing, issue 11) ------------------------------------
+def _patch(name="p", group="deepep_mixed", module="m", contract=Contract("C", wraps=("f",)), **overrides):
+    fields = {f: f"{f} text" for f in METADATA} | overrides
+    return Patch(name=name, group=group, module=module, contract=contract, build=lambda *a: {}, **fields)
+
+
+def test_a_patch_that_changes_nothing_cannot_be_declared():
+    with pytest.raises(ValueError) as error:
+        _patch(contract=Contract("C"))
+    assert str(error.value) == "patch 'p' changes no FastDeploy attribute"
+    for contract in (Contract("C", adds=("a",)), Contract("C", wraps_if_present=("w",))):
+        assert _patch(contract=contract).contract is contract
+
+
+def test_metadata_errors_name_every_missing_field_in_order():
+    with pytest.raises(ValueError) as error:
+        _patch(why=" ", removal_plan="")
+    assert str(error.value) == "patch 'p' lacks metadata: why, removal_plan"
+
+
+def test_report_line_is_what_the_operator_reads():
+    report = PatchReport("capture_stream", Verdict.NOT_NEEDED, "no graphs")
+    assert report.line() == "fastdeploy-cudagraph-ext: patch capture_stream: not needed (no graphs)"
+    assert (report.variant, report.attributes) == (None, ())
+
+
+def test_within_runs_the_original_inside_the_context_and_keeps_its_identity():
+    events = []
+
+    class Scope:
+        def __init__(self, owner):
+            self.owner = owner
+
+        def __enter__(self):
+            events.append(("enter", self.owner))
+
+        def __exit__(self, *exc):
+            events.append(("exit", self.owner))
+
+    def original(self, a, b=2):
+        """FastDeploy's method."""
+        events.append(("call", a, b))
+        return a + b
+
+    method = within(original, Scope)
+    assert method("runner", 1, b=5) == 6
+    assert events == [("enter", "runner"), ("call", 1, 5), ("exit", "runner")]
+    assert method.__wrapped__ is original and method.__doc__ == "FastDeploy's method."
+
+
+def test_resolve_class_sees_through_wrapped_and_closures_by_name():
+    class Engine:
+        pass
+
+    def wrapper():
+        return Engine
+
+    wrapper.__wrapped__ = Engine
+    assert resolve_class(Engine, "Engine") is Engine
+    assert resolve_class(wrapper, "Other") is Engine
+
+    def singleton(cls):
+        other = int
+
+        def get():
+            return other, cls
+
+        return get
+
+    assert resolve_class(singleton(Engine), "Engine") is Engine
+    assert resolve_class(singleton(Engine), "Missing") is None  # a closed-over class of another name is not it
+    assert resolve_class(lambda: None, "Engine") is None
+    assert resolve_class(None, "Engine") is None
+
+
+def test_methods_of_same_module_bases_are_inherited_and_overridden():
+    facts = {MOE: module_facts("class Base:\n    def apply(self, layer, x, gate): pass\n"
+                               "    def other(self): pass\n"
+                               "class Mid(Base):\n    def apply(self, layer, x): pass\n"
+                               "class MoEMethodBase(mod.Mid):\n    pass\n")}
+    report = judge(dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply", "other"),
+                                                                uses={"apply": ("gate",)})), facts)
+    assert report.verdict is Verdict.REFUSED  # Mid's apply (no gate) overrides Base's
+    assert report.detail == "MoEMethodBase.apply(self, layer, x) lacks gate"
+
+
+def test_used_names_are_read_through_stars_and_defaults():
+    contract = Contract("MoEMethodBase", wraps=("apply",), uses={"apply": ("args", "kwargs", "gate", "hook")})
+    patch = dataclasses.replace(APPLY, contract=contract)
+    assert judge(patch, moe_facts("self, *args, gate=None, hook, **kwargs")).verdict is Verdict.APPLIED
+    missing = judge(patch, moe_facts("self, layer, *, gate=None"))
+    assert missing.detail == "MoEMethodBase.apply(self, layer, *, gate=) lacks args, kwargs, hook"
+
+
+def test_a_used_method_that_is_gone_and_an_optional_class_are_reported_exactly():
+    uses_gone = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",),
+                                                             uses={"apply": ("gate",), "forward": ("x",)}))
+    report = judge(uses_gone, moe_facts("self, layer, x"))
+    assert report.detail == "MoEMethodBase.apply(self, layer, x) lacks gate; MoEMethodBase.forward is missing"
+    optional = dataclasses.replace(APPLY, contract=Contract("Gone", adds=("a",), optional_class="old line"))
+    assert judge(optional, moe_facts("self")) == PatchReport(APPLY.name, Verdict.NOT_NEEDED, f"no {MOE}:Gone: old line")
+    required = dataclasses.replace(APPLY, contract=Contract("Gone", adds=("a",)))
+    assert judge(required, {}) == PatchReport(APPLY.name, Verdict.REFUSED, f"{MOE}:Gone not found in this FastDeploy")
+
+
+def test_an_applied_report_names_its_variant_and_every_attribute_it_replaces():
+    contract = Contract("MoEMethodBase", wraps=("apply",), wraps_if_present=("two", "absent"), adds=("new",))
+    report = judge(dataclasses.replace(APPLY, contract=contract),
+                   {MOE: module_facts("class MoEMethodBase:\n    def apply(self): pass\n    def two(self): pass\n")})
+    assert report == PatchReport(APPLY.name, Verdict.APPLIED, "default: contract holds", "default", ("apply", "two", "new"))
+
+
+def test_a_variant_chooser_that_finds_nothing_to_do_is_not_needed_before_names_are_checked():
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",), uses={"apply": ("gone",)}),
+                                choose=lambda facts: Choice(None, "this line needs nothing"))
+    assert judge(patch, moe_facts("self")) == PatchReport(APPLY.name, Verdict.NOT_NEEDED, "this line needs nothing")
+
+
+def test_live_methods_come_from_the_class_with_source_signatures_preferred():
+    class Live:
+        def apply(self, layer, x, gate):
+            pass
+
+        @staticmethod
+        def helper(a):
+            pass
+
+        not_callable = 3
+
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply", "helper"),
+                                                         uses={"apply": ("gate",), "helper": ("a",)}))
+    assert judge(patch, {}, Live).verdict is Verdict.APPLIED  # no source: the live signatures
+    report = judge(patch, moe_facts("self, layer"), Live)  # the source's signature wins where it has one
+    assert report.detail == "MoEMethodBase.apply(self, layer) lacks gate"
+
+
+def test_group_verdicts_refused_wins_all_not_needed_is_not_needed_else_applies():
+    applied = PatchReport("a", Verdict.APPLIED, "ok")
+    idle = PatchReport("b", Verdict.NOT_NEEDED, "nothing")
+    refused = PatchReport("c", Verdict.REFUSED, "gone")
+    assert group_verdict("g", [applied, refused, idle]) == GroupVerdict("g", "refused", "c: gone")
+    assert group_verdict("g", [idle, idle]) == GroupVerdict("g", "not needed", "b: nothing; b: nothing")
+    assert group_verdict("g", [idle, applied]) == GroupVerdict("g", "applies", "b: nothing; a: ok")
+    assert group_verdict("g", []) == GroupVerdict("g", "applies", "")
+
+
+def test_group_verdicts_of_facts_judge_each_group_in_declaration_order():
+    first = _patch("x", group="g1", module=MOE, contract=Contract("MoEMethodBase", wraps=("apply",)))
+    second = _patch("y", group="g2", module=MOE, contract=Contract("Gone", wraps=("f",)))
+    third = _patch("z", group="g1", module=MOE, contract=Contract("MoEMethodBase", adds=("apply",)))
+    assert group_verdicts_of([first, second, third], moe_facts("self")) == [
+        GroupVerdict("g1", "applies", "x: default: contract holds; z: FastDeploy defines MoEMethodBase.apply itself"),
+        GroupVerdict("g2", "refused", f"y: {MOE}:Gone not found in this FastDeploy"),
+    ]
+
+
+def test_a_registry_refuses_duplicate_names_and_groups_without_a_need_rule():
+    with pytest.raises(ValueError) as duplicate:
+        Registry([_patch("p"), _patch("p")], NEEDS, RUNNERS)
+    assert str(duplicate.value) == "duplicate patch names: ['p', 'p']"
+    with pytest.raises(ValueError) as unknown:
+        Registry([_patch("p", group="zeta"), _patch("q", group="alpha")], NEEDS, RUNNERS)
+    assert str(unknown.value) == "groups without a need rule: ['alpha', 'zeta']"
+    reg = Registry([_patch("p")], NEEDS, {"m": "C"})
+    assert dict(reg.runners) == {"m": "C"} and reg.settings == Settings() and not reg.stopped
+    assert reg.group_members("deepep_mixed") == [reg.patches["p"]] and reg.group_members("other") == []
+
+
+def test_a_failing_setattr_restores_what_was_already_replaced():
+    class Target:
+        def f(self):
+            return "f"
+
+    original = Target.__dict__["f"]
+    new_f = lambda self: "new"  # noqa: E731
+
+    class Meta(type):
+        def __setattr__(cls, name, value):
+            if name == "g":
+                raise TypeError("read-only g")
+            super().__setattr__(name, value)
+
+    Guarded = Meta("Guarded", (), {"f": original})
+    with pytest.raises(TypeError, match="read-only g"):
+        Registry._replace(Guarded, {"f": new_f, "added": new_f, "g": new_f}, "marker")
+    assert Guarded.__dict__["f"] is original and "added" not in Guarded.__dict__
+    originals = Registry._replace(Target, {"f": new_f, "added": 1}, "marker")  # an int takes no marker: still set
+    assert Target.__dict__["added"] == 1 and getattr(new_f, PATCH_MARKER) == "marker"
+    Registry._restore(Target, originals)
+    assert Target.__dict__["f"] is original and "added" not in Target.__dict__
+
+
+def test_a_patch_waits_when_its_module_is_not_imported_and_keeps_its_first_report():
+    patch = _patch(module="fastdeploy_cudagraph_ext_test_never_imported")
+    reg = Registry([patch], NEEDS, RUNNERS)
+    try:
+        report = reg.apply_when_imported(patch)
+        assert report == PatchReport("p", Verdict.WAITING, "fastdeploy_cudagraph_ext_test_never_imported not imported yet")
+        assert reg.reports["p"] is report
+        reg.reports["p"] = applied = PatchReport("p", Verdict.APPLIED, "meanwhile")
+        reg.apply_when_imported(patch)
+        assert reg.reports["p"] is applied  # a later wait does not overwrite what happened
+    finally:
+        import_hooks.cancel_all()
