@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 import logging
 import os
 import shutil
@@ -633,3 +634,95 @@ def test_module_imports_without_paddle_or_torch() -> None:
     )
     env = dict(os.environ, PYTHONPATH=str(Path(c10_bridge.__file__).resolve().parents[1]))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# ---------------------------------------------------------------- the child's side, run in-process
+# Each convention below is the one its library really uses, so calling it here cannot crash; a wrong guess is only
+# ever tried in a child (the tests above). In-process, mutation testing sees and mutates the child's code too.
+
+PROBE_STAGES = [
+    {"stage": "dlopen"},
+    {"stage": "getStreamFromExternal(sentinel)"},
+]
+CLASSIFY_STAGES = [
+    {"stage": "move the framework's stream, then getCurrentCUDAStream"},
+    {"stage": "setCurrentCUDAStream(real stream) then getCurrentCUDAStream"},
+    {"stage": "save, set another stream, restore the saved object"},
+    {"stage": "set on another thread, then getCurrentCUDAStream here"},
+]
+
+
+def child_reports(capsys, convention: str, library: str, framework: str = FAKE) -> list[dict]:
+    capsys.readouterr()
+    in_fresh_thread(lambda: c10_bridge._child(convention, library, framework))
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("C10_BRIDGE_REPORT ") for line in lines), lines
+    return [json.loads(line[len("C10_BRIDGE_REPORT "):]) for line in lines]
+
+
+@pytest.mark.parametrize("name, convention, offset, behaviour", [
+    ("A16", REGS16, 8, APART), ("A32", MEMORY, 24, APART), ("B24", MEMORY, 16, FOLLOWS),
+    ("C48", SRET, 40, MOVES_FRAMEWORK), ("C24", MEMORY, 16, MOVES_FRAMEWORK),
+])
+def test_the_child_proves_the_right_convention_stage_by_stage(fake_libs, capsys, name, convention, offset, behaviour):
+    side = SideDoors(fake_libs[name])
+    side.set_framework(0, FRAMEWORK_START)
+    reports = child_reports(capsys, convention, fake_libs[name])
+    assert reports == [*PROBE_STAGES, {"offset": offset, "stage": "fake streams"}, *CLASSIFY_STAGES,
+                       {"proven": True, "behaviour": behaviour, "stage": "done"}]
+    assert side.framework(0) == FRAMEWORK_START  # the child puts the framework's stream back
+
+
+def test_the_child_reports_a_set_that_does_not_take(fake_libs, capsys):
+    *stages, last = child_reports(capsys, MEMORY, fake_libs["set_ignored32"])
+    assert stages == [*PROBE_STAGES, {"offset": 24, "stage": "fake streams"}, *CLASSIFY_STAGES[:2]]
+    assert re.fullmatch(r"after setCurrentCUDAStream\(0x[0-9a-f]+\) getCurrentCUDAStream read 0x0 and the "
+                        r"framework's own reading of c10 was 0x0", last["error"]), last
+
+
+def test_the_child_reports_a_restore_that_misses(fake_libs, capsys):
+    *stages, last = child_reports(capsys, SRET, fake_libs["get_wrong_device48"])
+    assert stages == [*PROBE_STAGES, {"offset": 40, "stage": "fake streams"}, *CLASSIFY_STAGES[:3]]
+    found = re.fullmatch(r"set/restore read back (0x[0-9a-f]+)/(0x[0-9a-f]+), expected (0x[0-9a-f]+)/(0x[0-9a-f]+)",
+                         last["error"])
+    assert found, last
+    moved, restored, second, first = found.groups()
+    assert moved == restored == second != first  # the restore left c10 on the second stream
+
+
+def test_the_child_reports_a_sentinel_it_cannot_find(fake_libs, capsys):
+    assert child_reports(capsys, REGS16, fake_libs["xor16"]) == [*PROBE_STAGES, {
+        "error": "the sentinel stream pointer appeared at no 8-byte-aligned offset of the returned object"}]
+
+
+def test_the_child_reports_a_library_it_cannot_load(capsys, tmp_path):
+    missing = str(tmp_path / "libmissing.so")
+    assert child_reports(capsys, MEMORY, missing) == [PROBE_STAGES[0], {
+        "load_error": f"dlopen failed: {missing}: cannot open shared object file: No such file or directory"}]
+
+
+def test_the_child_reports_a_framework_it_cannot_import_or_drive(fake_libs, capsys):
+    reports = child_reports(capsys, MEMORY, fake_libs["A32"], "torch")
+    assert reports == [{"stage": "import torch"},
+                       {"load_error": "import torch failed: ModuleNotFoundError: No module named 'torch'"}]
+    paddle = pytest.importorskip("paddle")
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle is a CUDA build: its streams are real")
+    *stages, last = child_reports(capsys, MEMORY, fake_libs["A32"], "paddle")
+    assert stages == [{"stage": "import paddle"}, *PROBE_STAGES, {"offset": 24, "stage": "paddle streams"}]
+    assert last["load_error"].startswith("paddle streams unavailable: RuntimeError: ") and "CUDA build" in last["load_error"]
+
+
+def test_several_sentinel_offsets_are_refused(capsys):
+    class Echo:  # an object that holds the stream id twice
+        @staticmethod
+        def raw_bytes(obj):
+            return obj
+
+        @staticmethod
+        def from_external(raw, device, fill):
+            return raw.to_bytes(8, sys.byteorder) * 2 + bytes([fill]) * 8
+
+    assert c10_bridge._calibrate(Echo()) is None
+    assert capsys.readouterr().out == ('C10_BRIDGE_REPORT {"error": "the sentinel stream pointer appeared at several '
+                                       'offsets [0, 8]"}\n')
