@@ -440,3 +440,115 @@ def test_a_patch_waits_when_its_module_is_not_imported_and_keeps_its_first_repor
         assert reg.reports["p"] is applied  # a later wait does not overwrite what happened
     finally:
         import_hooks.cancel_all()
+
+
+def test_a_group_refusal_records_why_each_reverted_member_is_gone(fd_era, monkeypatch):
+    reg = registry()
+    for name in ("deepep_transition_clean", "moe_inline_clean_scope"):
+        reg.apply_to_module(patch_named(name), importlib.import_module(patch_named(name).module))
+    _refuse_deepep_mixed(reg, monkeypatch)
+    for name in ("deepep_transition_clean", "moe_inline_clean_scope"):
+        assert reg.reports[name] == PatchReport(name, Verdict.REFUSED, "reverted: group deepep_mixed refused")
+    assert reg.refused == {"deepep_mixed": "ep_runner_inline_clean: EPRunner.clean_low_latency_buffer is missing"}
+
+
+def test_a_reverted_patch_forgets_its_report(fd_era):
+    reg = registry()
+    patch = patch_named("capture_stream")
+    reg.apply_to_module(patch, importlib.import_module(patch.module))
+    assert reg.revert(patch.name) and patch.name not in reg.reports
+
+
+def test_the_stop_message_names_every_needed_refused_group(fd_era, monkeypatch):
+    from fd_configs import make_fd_config
+
+    backend = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
+    reg = registry()
+    monkeypatch.delattr(backend.CudaGraphPiecewiseBackend, "clear_graph")
+    reg.apply_to_module(patch_named("capture_stream"), backend)
+    _refuse_deepep_mixed(reg, monkeypatch)
+    with pytest.raises(PatchRefused) as error:
+        reg.runner_built("GPUModelRunner", make_fd_config(k=1, ep=True))
+    assert str(error.value) == (
+        "fastdeploy-cudagraph-ext stops this worker: group capture_stream is refused (capture_stream: "
+        "CudaGraphPiecewiseBackend.clear_graph is missing) and this deployment needs it (CUDA graphs are on) | group "
+        "deepep_mixed is refused (ep_runner_inline_clean: EPRunner.clean_low_latency_buffer is missing) and this "
+        "deployment needs it (CUDA graphs are on and expert parallelism runs in mixed mode). Every patch was reverted. "
+        "Use a FastDeploy release listed in README's compatibility table, or unset FD_CUDAGRAPH_EXT to serve without "
+        "the plugin.")
+
+
+def test_a_refused_group_not_needed_logs_one_exact_line(fd_era, monkeypatch, caplog):
+    from fd_configs import make_fd_config
+
+    reg = registry()
+    _refuse_deepep_mixed(reg, monkeypatch)
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        assert reg.runner_built("GPUModelRunner", make_fd_config(k=1, ep=False)) == {}
+    assert ("fastdeploy-cudagraph-ext: group deepep_mixed: refused (ep_runner_inline_clean: "
+            "EPRunner.clean_low_latency_buffer is missing); not needed for this deployment: expert parallelism is off "
+            "or not in mixed mode") in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.standin  # needs a FastDeploy whose modules are not imported yet
+def test_building_a_runner_imports_every_pending_target_but_the_other_platforms_runner(fd_era, caplog):
+    import sys
+
+    from fd_configs import make_fd_config
+
+    reg = registry()
+    assert RUNNER not in sys.modules
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        reg.runner_built("GPUModelRunner", make_fd_config(k=1))
+    assert {p.module for p in ALL_PATCHES} - set(sys.modules) == {"fastdeploy.worker.xpu_model_runner"}
+    assert RUNNER in sys.modules and import_hooks._pending == {}
+
+
+def test_a_target_that_cannot_be_imported_is_logged_as_not_needed(fd_era, monkeypatch, caplog):
+    from fd_configs import make_fd_config
+
+    broken = _patch("p", module="fastdeploy_cudagraph_ext_test_missing_module")
+    reg = Registry([broken], NEEDS, RUNNERS)
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        reg.runner_built("GPUModelRunner", make_fd_config(k=1))
+    assert ("fastdeploy-cudagraph-ext: fastdeploy_cudagraph_ext_test_missing_module is not importable in this worker "
+            "(ModuleNotFoundError: No module named 'fastdeploy_cudagraph_ext_test_missing_module'); its patches are "
+            "not needed here") in [r.getMessage() for r in caplog.records]
+
+
+def test_runner_attributes_come_from_applied_patches_of_that_runner_only(fd_era):
+    from fd_configs import make_fd_config
+
+    runner = importlib.import_module(RUNNER)
+    seen = []
+
+    def on_init(fd_config, settings):
+        seen.append((fd_config, settings))
+        return {"planned": 1}
+
+    gpu = dataclasses.replace(CAPTURE, on_runner_init=on_init)
+    xpu = dataclasses.replace(gpu, name="other", contract=dataclasses.replace(CAPTURE.contract, cls="XPUModelRunner"))
+    reg = Registry([gpu, xpu], NEEDS, RUNNERS, Settings(round_sizes=True))
+    reg.apply_to_module(gpu, runner)
+    config = make_fd_config(k=1)
+    assert reg.runner_built("GPUModelRunner", config) == {"planned": 1}
+    assert seen == [(config, Settings(round_sizes=True))]
+
+
+def test_the_gate_reads_fd_config_by_keyword_and_sets_attributes_after_fastdeploys_init(fd_era):
+    from fd_configs import make_fd_config
+
+    runner = importlib.import_module(RUNNER)
+    calls = []
+    gpu = dataclasses.replace(CAPTURE, on_runner_init=lambda fd_config, settings: calls.append(fd_config) or {"x": 7})
+    reg = Registry([gpu], NEEDS, RUNNERS)
+    reg._install_gate("GPUModelRunner", runner)
+    reg._install_gate("GPUModelRunner", runner)  # once per module
+    reg.apply_to_module(gpu, runner)
+    config = make_fd_config(k=1)
+    built = runner.GPUModelRunner(fd_config=config, device="gpu", device_id=0, rank=0, local_rank=0)
+    assert calls == [config] and built.x == 7
+    assert getattr(runner.GPUModelRunner.__init__, PATCH_MARKER) == "runner_gate"
+    assert runner.GPUModelRunner.__init__.__wrapped__.__name__ == "__init__"
+    reg.revert_all()
+    assert not hasattr(runner.GPUModelRunner.__init__, PATCH_MARKER)
