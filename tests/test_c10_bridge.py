@@ -726,3 +726,137 @@ def test_several_sentinel_offsets_are_refused(capsys):
     assert c10_bridge._calibrate(Echo()) is None
     assert capsys.readouterr().out == ('C10_BRIDGE_REPORT {"error": "the sentinel stream pointer appeared at several '
                                        'offsets [0, 8]"}\n')
+
+
+# ---------------------------------------------------------------- the parent's verdicts, word for word
+
+
+def test_each_verdict_describes_itself_exactly() -> None:
+    V = c10_bridge.C10Verdict
+    assert V("/l.so", (), problem="broken").describe() == "broken"
+    assert V("/l.so", (), HEADER_ONLY).describe() == (
+        "header-only: c10 follows the framework's stream (/l.so exports no c10 stream functions)")
+    assert V("/l.so", SYMBOLS, FOLLOWS).describe() == (
+        "follows: /l.so's c10 returns the framework's stream and its set moves it for every thread; not bridged "
+        "(the framework's stream switch carries extension kernels)")
+    assert V("/l.so", SYMBOLS, APART, MEMORY, 24).describe() == (
+        "bridged (per-thread apart): /l.so, convention memory, stream id at byte 24")
+    assert V("/l.so", (), HEADER_ONLY).header_only and not V("/l.so", SYMBOLS, FOLLOWS).header_only
+
+
+@pytest.mark.parametrize("report, expected", [
+    ({"spawn_error": "OSError: no python"}, "could not start the child process: OSError: no python"),
+    ({"timed_out": True, "stage": "dlopen", "returncode": -9}, "child timed out after 300 s during dlopen"),
+    ({"returncode": -11, "stage": "dlopen"}, "child killed by SIGSEGV during dlopen (crash contained)"),
+    ({"returncode": -200}, "child killed by signal 200 during start (crash contained)"),
+    ({"returncode": 0, "error": "no sentinel", "load_error": "no lib"}, "no sentinel"),
+    ({"returncode": 0, "load_error": "no lib"}, "no lib"),
+    ({"returncode": 2, "stage": "dlopen", "stderr_tail": "Traceback\nKeyError: 1"},
+     "child exited with status 2 during dlopen: KeyError: 1"),
+    ({"returncode": 0, "stderr_tail": ""}, "child exited with status 0 during start"),
+    ({}, "child exited with status 0 during start"),
+])
+def test_each_child_failure_is_one_exact_line(report: dict, expected: str) -> None:
+    assert c10_bridge._failure(report) == expected
+
+
+def test_a_single_proof_is_the_verdict_and_may_be_cached() -> None:
+    reports = {REGS16: {"returncode": -11, "stage": "dlopen"}, SRET: {"proven": True, "behaviour": APART, "offset": 40}}
+    verdict, cacheable = c10_bridge._decide("/l.so", SYMBOLS, reports)
+    assert verdict == c10_bridge.C10Verdict("/l.so", SYMBOLS, APART, SRET, 40, "", {
+        REGS16: "child killed by SIGSEGV during dlopen (crash contained)", SRET: "proven"})
+    assert cacheable
+
+
+@pytest.mark.parametrize("transient, cacheable", [
+    ({}, True), ({"timed_out": True}, False), ({"spawn_error": "x"}, False), ({"load_error": "x"}, False)])
+def test_no_proof_names_every_attempt_and_transient_failures_are_not_cached(transient: dict, cacheable: bool) -> None:
+    reports = {REGS16: {"returncode": 0, "error": "no sentinel"}, SRET: dict({"returncode": 0, "error": "bad"}, **transient)}
+    verdict, may_cache = c10_bridge._decide("/l.so", SYMBOLS, reports)
+    assert may_cache is cacheable and verdict.behaviour is verdict.convention is verdict.offset is None
+    if not transient:
+        assert verdict.problem == (
+            "/l.so exports c10's current-stream functions, but no calling convention could be proven (each tried in a "
+            "child process: a sentinel through getStreamFromExternal, then set/get/restore with real streams: regs16 "
+            "(16-byte object in registers, PyTorch layout): no sentinel; sret (returned through a hidden pointer, passed "
+            "by pointer; Paddle compat 48-byte layout): bad). Fix: use a Paddle/PyTorch build whose c10 CUDAStream has "
+            "a known layout (PyTorch's 16 bytes, Paddle compat's 24, 32 or 48) or a header-only compat layer (Paddle "
+            "3.2.x/3.3.x); a changed library build is re-probed automatically.")
+
+
+GOOD_ENTRY = {"behaviour": APART, "convention": MEMORY, "offset": 24, "problem": ""}
+
+
+@pytest.mark.parametrize("entry", [
+    GOOD_ENTRY, dict(GOOD_ENTRY, behaviour=FOLLOWS), dict(GOOD_ENTRY, behaviour=MOVES_FRAMEWORK, convention=SRET),
+    dict(GOOD_ENTRY, offset=0), dict(GOOD_ENTRY, offset=c10_bridge.SRET_BYTES - 8),
+    {"behaviour": None, "convention": None, "offset": None, "problem": "no convention"},
+])
+def test_a_cached_entry_of_the_shape_we_write_is_used(entry: dict) -> None:
+    assert c10_bridge._from_cache(entry, "/l.so", SYMBOLS) == c10_bridge.C10Verdict(
+        "/l.so", SYMBOLS, entry["behaviour"], entry["convention"], entry["offset"], entry["problem"])
+
+
+@pytest.mark.parametrize("entry", [
+    None, [], dict(GOOD_ENTRY, extra=1), {k: v for k, v in GOOD_ENTRY.items() if k != "problem"},
+    dict(GOOD_ENTRY, behaviour=HEADER_ONLY), dict(GOOD_ENTRY, convention="stack"), dict(GOOD_ENTRY, offset=True),
+    dict(GOOD_ENTRY, offset=24.0), dict(GOOD_ENTRY, offset=-8), dict(GOOD_ENTRY, offset=c10_bridge.SRET_BYTES),
+    dict(GOOD_ENTRY, offset=12), {"behaviour": None, "convention": None, "offset": None, "problem": 7},
+    {"behaviour": APART, "convention": None, "offset": None, "problem": "p"},
+    {"behaviour": None, "convention": SRET, "offset": None, "problem": "p"},
+    {"behaviour": None, "convention": None, "offset": 8, "problem": "p"},
+])
+def test_a_cached_entry_of_any_other_shape_is_ignored_with_a_warning(entry, caplog) -> None:
+    with caplog.at_level("WARNING", logger=c10_bridge.log.name):
+        assert c10_bridge._from_cache(entry, "/l.so", SYMBOLS) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ignoring a malformed cached c10 verdict for /l.so: {entry!r:.200}; probing afresh"]
+
+
+def test_an_unknown_framework_is_refused_by_name() -> None:
+    with pytest.raises(ValueError) as error:
+        probe("/l.so", "jax")
+    assert str(error.value) == "framework must be one of paddle, torch, fake, not 'jax'"
+
+
+def test_a_library_that_cannot_load_is_a_problem_with_the_fix(tmp_path) -> None:
+    missing = tmp_path / "libgone.so"
+    verdict = probe(str(missing), FAKE)
+    assert verdict == c10_bridge.C10Verdict(str(missing), (), problem=(
+        f"could not load the c10 library {missing}: {missing}: cannot open shared object file: No such file or "
+        "directory. Fix: check the path, and that it loads in this environment (import fake first)."))
+
+
+def test_a_library_with_some_of_the_symbols_names_the_missing_ones(fake_libs, monkeypatch) -> None:
+    monkeypatch.setattr(c10_bridge, "_exported_symbols", lambda library: (c10_bridge.GET,))
+    verdict = probe(fake_libs["A32"], FAKE)
+    assert verdict.symbols_found == (c10_bridge.GET,) and verdict.behaviour is None
+    assert verdict.problem == (
+        f"{fake_libs['A32']} exports some of c10's current-stream functions but not {c10_bridge.SET}, "
+        f"{c10_bridge.FROM_EXTERNAL}, so c10 keeps its own current stream and cannot be moved. Fix: use a Paddle/PyTorch build "
+        "that exports all three (getCurrentCUDAStream, setCurrentCUDAStream, getStreamFromExternal) or a header-only "
+        "compat layer.")
+
+
+def test_the_bridge_refuses_a_verdict_it_cannot_drive() -> None:
+    for verdict in (c10_bridge.C10Verdict("/l.so", SYMBOLS, FOLLOWS),
+                    c10_bridge.C10Verdict("/l.so", SYMBOLS, APART, None, 8),
+                    c10_bridge.C10Verdict("/l.so", SYMBOLS, APART, REGS16, None)):
+        with pytest.raises(ValueError) as error:
+            c10_bridge.C10Bridge(verdict)
+        assert str(error.value) == f"/l.so is not to be bridged: {verdict.describe()}"
+
+
+def test_main_prints_the_verdict_as_json_and_its_description(fake_libs, capsys) -> None:
+    assert c10_bridge.main([fake_libs["B32"], "--framework", FAKE]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"library": fake_libs["B32"], "symbols_found": list(SYMBOLS), "behaviour": FOLLOWS,
+                               "convention": MEMORY, "offset": 24, "problem": "", "attempts": json.loads(out)["attempts"]}
+    assert err == c10_bridge.C10Verdict(fake_libs["B32"], SYMBOLS, FOLLOWS).describe() + "\n"
+    assert c10_bridge.main([fake_libs["xor16"], "--framework", FAKE]) == 1
+
+
+def test_main_without_paddle_says_so(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: None)
+    assert c10_bridge.main([]) == 1
+    assert capsys.readouterr().err == c10_bridge.PADDLE_MISSING + "\n"
