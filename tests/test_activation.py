@@ -248,3 +248,12 @@ def test_a_failing_activation_leaves_nothing_behind(fd_era, monkeypatch):
         ext.activate()
     assert activation.registry() is None and import_hooks._pending == {}
     assert deepep_protocol._engine is None  # deactivate() ran
+
+
+def test_the_entry_point_reads_the_flags_once(fd_era, monkeypatch):
+    from fastdeploy_cudagraph_ext import flags
+
+    reads = []
+    monkeypatch.setattr(flags, "read_settings", lambda: reads.append(1) or flags.Settings(enable=True))
+    ext.register()
+    assert reads == [1] and activation.registry().settings == flags.Settings(enable=True)

@@ -431,3 +431,43 @@ def test_get_policy_builds_the_paddle_policy_once(monkeypatch):
         assert install_policy(None) is first
     finally:
         install_policy(previous)
+
+
+def test_each_device_s_capture_stream_is_made_on_that_device():
+    device, c10, policy = make()
+    made = []
+    real = device.new_nonblocking_stream
+    device.new_nonblocking_stream = lambda device_id: (made.append(device_id), real(device_id))[1]
+    policy.capture_stream(2)
+    policy.capture_stream(5)
+    policy.capture_stream(2)
+    assert made == [2, 5]
+
+
+def test_a_thread_that_waited_for_the_lock_takes_the_stream_another_thread_made():
+    device, c10, policy = make()
+    existing = object()
+    got = []
+    with policy._lock:  # another thread is creating the stream right now
+        worker = threading.Thread(target=lambda: got.append(policy.capture_stream(0)))
+        worker.start()
+        worker.join(0.2)  # it missed the lock-free read and now waits for the lock
+        policy._streams[0] = existing
+    worker.join()
+    assert got == [existing] and ("new_stream", "capture") not in device.log
+
+
+def test_a_capture_that_cannot_be_ended_is_logged_with_its_error(caplog):
+    device, c10, policy = make()
+
+    def fail(stream):
+        raise RuntimeError("cudaStreamEndCapture failed")
+
+    device.end_and_discard_capture = fail
+    with caplog.at_level("WARNING", logger=stream_policy.log.name), pytest.raises(ModelError):
+        with policy.capture_scope():
+            FakeGraph(device).capture_begin()
+            raise ModelError("mid-capture")
+    [record] = caplog.records
+    assert record.getMessage() == "could not end the capture left open by the failed body"
+    assert record.exc_info[1].args == ("cudaStreamEndCapture failed",)
