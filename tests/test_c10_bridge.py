@@ -860,3 +860,51 @@ def test_main_without_paddle_says_so(monkeypatch, capsys) -> None:
     monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: None)
     assert c10_bridge.main([]) == 1
     assert capsys.readouterr().err == c10_bridge.PADDLE_MISSING + "\n"
+
+
+# ---------------------------------------------------------------- the framework adapters the child drives
+
+
+def test_the_torch_adapter_keeps_a_framework_stream_apart_from_c10(monkeypatch) -> None:
+    import types
+
+    class Stream:
+        def __init__(self, device):
+            self.device, self.cuda_stream = device, 0x1000 * (len(made) + 1)
+            made.append(self)
+
+    made: list = []
+    c10_view = Stream(0)
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream, current_stream=lambda d: c10_view))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    fw = c10_bridge.framework_streams(c10_bridge.TORCH, "/unused.so")
+    assert isinstance(fw, c10_bridge._TorchStreams)
+    first = fw.current_stream(1)
+    assert first.device == 1 and fw.current_stream(1) is first and fw.current_stream(0) is not first  # one per device
+    other = fw.new_nonblocking_stream(1)
+    fw.set_current_stream(1, other)
+    assert fw.current_stream(1) is other and fw.raw_handle(other) == other.cuda_stream
+    assert fw.c10_current_raw(0) == 0x1000  # c10 read by torch's own API, apart from ours
+
+
+def test_the_paddle_adapter_forwards_to_the_paddle_stream_device(monkeypatch) -> None:
+    from fastdeploy_cudagraph_ext import paddle_device
+
+    class Device:
+        def current_stream(self, device_id):
+            return ("current", device_id)
+
+        def set_current_stream(self, device_id, stream):
+            return ("set", device_id, stream)
+
+        def new_nonblocking_stream(self, device_id):
+            return ("new", device_id)
+
+        def raw_handle(self, stream):
+            return 42
+
+    monkeypatch.setattr(paddle_device, "PaddleStreamDevice", Device)
+    fw = c10_bridge.framework_streams(c10_bridge.PADDLE, "/unused.so")
+    assert (fw.current_stream(3), fw.set_current_stream(3, "s"), fw.new_nonblocking_stream(2), fw.raw_handle("s"),
+            fw.c10_current_raw(0)) == (("current", 3), ("set", 3, "s"), ("new", 2), 42, None)
+    assert isinstance(fw, c10_bridge._PaddleStreams)
