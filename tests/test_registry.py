@@ -377,6 +377,8 @@ def test_group_verdicts_refused_wins_all_not_needed_is_not_needed_else_applies()
     idle = PatchReport("b", Verdict.NOT_NEEDED, "nothing")
     refused = PatchReport("c", Verdict.REFUSED, "gone")
     assert group_verdict("g", [applied, refused, idle]) == GroupVerdict("g", "refused", "c: gone")
+    also = PatchReport("d", Verdict.REFUSED, "renamed")
+    assert group_verdict("g", [refused, idle, also]) == GroupVerdict("g", "refused", "c: gone; d: renamed")
     assert group_verdict("g", [idle, idle]) == GroupVerdict("g", "not needed", "b: nothing; b: nothing")
     assert group_verdict("g", [idle, applied]) == GroupVerdict("g", "applies", "b: nothing; a: ok")
     assert group_verdict("g", []) == GroupVerdict("g", "applies", "")
@@ -552,3 +554,46 @@ def test_the_gate_reads_fd_config_by_keyword_and_sets_attributes_after_fastdeplo
     assert runner.GPUModelRunner.__init__.__wrapped__.__name__ == "__init__"
     reg.revert_all()
     assert not hasattr(runner.GPUModelRunner.__init__, PATCH_MARKER)
+
+
+def test_reports_of_refusals_are_filed_under_the_patch_s_name(fd_era, monkeypatch):
+    moe = importlib.import_module(MOE)
+    reg = registry()
+    _refuse_deepep_mixed(reg, monkeypatch)
+    reg.apply_to_module(APPLY, moe)
+    assert reg.reports[APPLY.name] == PatchReport(APPLY.name, Verdict.REFUSED, "group deepep_mixed refused")
+    assert None not in reg.reports
+
+
+def test_a_judging_error_is_filed_under_the_patch_s_name(fd_era):
+    broken = dataclasses.replace(CAPTURE, choose=lambda facts: {}["marker"])
+    reg = registry([broken])
+    reg.apply_to_module(broken, importlib.import_module(RUNNER))
+    assert reg.reports[broken.name] == PatchReport(broken.name, Verdict.REFUSED, "could not judge: KeyError: 'marker'")
+
+
+def test_a_build_that_does_not_match_its_contract_is_refused_exactly(fd_era):
+    broken = dataclasses.replace(CAPTURE, build=lambda cls, variant, settings: {"capture_model": 1, "unexpected": 1})
+    reg = registry([broken])
+    report = reg.apply_to_module(broken, importlib.import_module(RUNNER))
+    assert reg.reports[broken.name] == report == PatchReport(broken.name, Verdict.REFUSED, (
+        "could not apply: ValueError: built ['capture_model', 'unexpected'], its contract names ['capture_model']"))
+
+
+def test_a_class_the_source_has_but_the_live_module_lacks_is_refused(fd_era, monkeypatch):
+    runner = importlib.import_module(RUNNER)
+    monkeypatch.delattr(runner, "GPUModelRunner")
+    report = registry().apply_to_module(CAPTURE, runner)
+    assert report == PatchReport(CAPTURE.name, Verdict.REFUSED, f"{RUNNER} has no class GPUModelRunner")
+
+
+def test_a_module_without_the_class_is_judged_not_crashed(fd_era):
+    import types
+
+    module = types.ModuleType("fastdeploy_cudagraph_ext_test_empty")
+    patch = _patch(module=module.__name__)
+    reg = Registry([patch], NEEDS, RUNNERS)
+    report = reg.apply_to_module(patch, module)
+    assert report == PatchReport("p", Verdict.REFUSED, f"{module.__name__}:C not found in this FastDeploy")
+    reg._install_gate("Missing", module)  # a runner module without its class: no gate, no error
+    assert reg._gates == {}
