@@ -908,3 +908,76 @@ def test_the_paddle_adapter_forwards_to_the_paddle_stream_device(monkeypatch) ->
     assert (fw.current_stream(3), fw.set_current_stream(3, "s"), fw.new_nonblocking_stream(2), fw.raw_handle("s"),
             fw.c10_current_raw(0)) == (("current", 3), ("set", 3, "s"), ("new", 2), 42, None)
     assert isinstance(fw, c10_bridge._PaddleStreams)
+
+
+# ---------------------------------------------------------------- what the doctor reads, word for word
+
+
+def test_paddle_library_is_found_in_the_package_s_libs_folder(tmp_path, monkeypatch) -> None:
+    import importlib.util
+    import types
+
+    (tmp_path / "b" / "libs").mkdir(parents=True)
+    (tmp_path / "b" / "libs" / "libphi_core.so").write_bytes(b"")
+    (tmp_path / "a" / "libs" / "libphi_core.so").mkdir(parents=True)  # not a file
+    spec = types.SimpleNamespace(submodule_search_locations=[str(tmp_path / "a"), str(tmp_path / "b")])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec if name == "paddle" else None)
+    assert paddle_library_path() == str(tmp_path / "b" / "libs" / "libphi_core.so")
+    spec.submodule_search_locations = None
+    assert paddle_library_path() is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert paddle_library_path() is None
+    for error in (ImportError, ValueError):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, error=error: (_ for _ in ()).throw(error("x")))
+        assert paddle_library_path() is None
+
+
+def test_paddle_report_is_exact_for_a_bridged_c10_and_names_the_version(fake_libs, monkeypatch) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs["A48"])
+    real_probe = c10_bridge.probe
+    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: real_probe(library, FAKE))
+    versions = {"paddlepaddle-gpu": None, "paddlepaddle": "3.4.0"}
+    monkeypatch.setattr(c10_bridge, "_dist_version", versions.get)
+    assert paddle_c10_report() == (True, (
+        f"Paddle 3.4.0 ({fake_libs['A48']}): per-thread apart (convention sret, stream id at byte 40). "
+        + c10_bridge._WHAT_THE_PLUGIN_DOES[APART]))
+    versions["paddlepaddle-gpu"] = "3.4.0.post1"
+    assert paddle_c10_report()[1].startswith("Paddle 3.4.0.post1 (")
+    versions.clear()
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs["B32"])
+    assert paddle_c10_report() == (True, (
+        f"Paddle unknown version ({fake_libs['B32']}): follows. " + c10_bridge._WHAT_THE_PLUGIN_DOES[FOLLOWS]))
+
+
+def test_paddle_report_of_a_problem_and_of_a_broken_paddle_is_exact(fake_libs, monkeypatch) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/p/libphi_core.so")
+    monkeypatch.setattr(c10_bridge, "_dist_version", lambda dist: "3.4.0" if dist == "paddlepaddle-gpu" else None)
+    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: c10_bridge.C10Verdict(library, (), problem="bad"))
+    assert paddle_c10_report() == (False, "Paddle 3.4.0: bad")
+    monkeypatch.setattr(c10_bridge, "probe", lambda *_: (_ for _ in ()).throw(ImportError("libcudnn.so.9 missing")))
+    assert paddle_c10_report() == (False, (
+        "Paddle's c10 could not be inspected: ImportError: libcudnn.so.9 missing. Fix: reinstall the Paddle GPU build "
+        "FastDeploy runs on, then run the doctor again."))
+
+
+def test_dist_version_is_none_for_a_distribution_that_is_not_installed() -> None:
+    assert c10_bridge._dist_version("fastdeploy-cudagraph-ext-no-such-dist") is None
+    assert c10_bridge._dist_version("pytest") == pytest.__version__
+
+
+def test_a_proven_library_that_will_not_load_here_is_a_problem_with_the_fix(fake_libs, monkeypatch) -> None:
+    def refuse(verdict):
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(c10_bridge, "C10Bridge", refuse)
+    status = c10_status(fake_libs["A32"], FAKE)
+    assert status == c10_bridge.C10Status(follows_framework=False, bridge=None, problem=(
+        f"{fake_libs['A32']} was proven drivable in a child process but could not be loaded here: libcuda.so.1: cannot "
+        "open shared object file. Fix: import fake before building the capture policy."))
+
+
+def test_paddle_status_probes_paddle_s_library_as_paddle(monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/p/libphi_core.so")
+    monkeypatch.setattr(c10_bridge, "c10_status", lambda library, framework: seen.append((library, framework)) or "s")
+    assert paddle_c10_status() == "s" and seen == [("/p/libphi_core.so", "paddle")]
