@@ -9,7 +9,7 @@ from fastdeploy_cudagraph_ext.flags import Settings
 from fastdeploy_cudagraph_ext.patch import ALL_PATCHES, NEEDS, RUNNERS
 from fastdeploy_cudagraph_ext import import_hooks
 from fastdeploy_cudagraph_ext.registry import (
-    PATCH_MARKER, Choice, Contract, GroupVerdict, Patch, PatchRefused, PatchReport, Registry, Verdict,
+    PATCH_MARKER, Choice, Contract, ContractBroken, GroupVerdict, Patch, PatchRefused, PatchReport, Registry, Verdict,
     group_verdict, group_verdicts_of, judge, resolve_class, within,
 )
 
@@ -315,7 +315,7 @@ def test_methods_of_same_module_bases_are_inherited_and_overridden():
     facts = {MOE: module_facts("class Base:\n    def apply(self, layer, x, gate): pass\n"
                                "    def other(self): pass\n"
                                "class Mid(Base):\n    def apply(self, layer, x): pass\n"
-                               "class MoEMethodBase(mod.Mid):\n    pass\n")}
+                               "class MoEMethodBase(pkg.mod.Mid):\n    pass\n")}
     report = judge(dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply", "other"),
                                                                 uses={"apply": ("gate",)})), facts)
     assert report.verdict is Verdict.REFUSED  # Mid's apply (no gate) overrides Base's
@@ -402,7 +402,7 @@ def test_a_registry_refuses_duplicate_names_and_groups_without_a_need_rule():
         Registry([_patch("p", group="zeta"), _patch("q", group="alpha")], NEEDS, RUNNERS)
     assert str(unknown.value) == "groups without a need rule: ['alpha', 'zeta']"
     reg = Registry([_patch("p")], NEEDS, {"m": "C"})
-    assert dict(reg.runners) == {"m": "C"} and reg.settings == Settings() and not reg.stopped
+    assert dict(reg.runners) == {"m": "C"} and reg.settings == Settings() and reg.stopped is False
     assert reg.group_members("deepep_mixed") == [reg.patches["p"]] and reg.group_members("other") == []
 
 
@@ -597,3 +597,51 @@ def test_a_module_without_the_class_is_judged_not_crashed(fd_era):
     assert report == PatchReport("p", Verdict.REFUSED, f"{module.__name__}:C not found in this FastDeploy")
     reg._install_gate("Missing", module)  # a runner module without its class: no gate, no error
     assert reg._gates == {}
+
+
+def test_names_are_read_exactly_whatever_their_letters():
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",), uses={"apply": ("X", "gateX")}))
+    assert judge(patch, moe_facts("self, X, *, gateX=None")).verdict is Verdict.APPLIED
+
+
+def test_every_defined_addition_and_every_missing_wrap_is_named():
+    facts = {MOE: module_facts("class MoEMethodBase:\n    def a(self): pass\n    def b(self): pass\n")}
+    adds = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", adds=("a", "b")))
+    assert judge(adds, facts) == PatchReport(APPLY.name, Verdict.NOT_NEEDED, "FastDeploy defines MoEMethodBase.a, b itself")
+    wraps = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("x", "a", "y")))
+    assert judge(wraps, facts) == PatchReport(APPLY.name, Verdict.REFUSED,
+                                              "MoEMethodBase.x is missing; MoEMethodBase.y is missing")
+
+
+def test_a_broken_contract_and_every_name_problem_are_reported_under_the_patch_s_name():
+    def broken(facts):
+        raise ContractBroken("mtp_batch='size' is no variant this patch knows")
+
+    assert judge(dataclasses.replace(APPLY, choose=broken), moe_facts("self")) == PatchReport(
+        APPLY.name, Verdict.REFUSED, "mtp_batch='size' is no variant this patch knows")
+    uses = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",),
+                                                        uses={"forward": ("x",), "apply": ("gate",)}))
+    assert judge(uses, moe_facts("self, layer")) == PatchReport(
+        APPLY.name, Verdict.REFUSED, "MoEMethodBase.forward is missing; MoEMethodBase.apply(self, layer) lacks gate")
+
+
+def test_live_classmethods_and_staticmethods_count_as_methods():
+    class Live:
+        @classmethod
+        def clean(cls, handle):
+            pass
+
+        @staticmethod
+        def helper(a):
+            pass
+
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("clean", "helper"),
+                                                         uses={"clean": ("handle",), "helper": ("a",)}))
+    assert judge(patch, {}, Live).verdict is Verdict.APPLIED
+
+
+def test_every_recorded_report_is_logged_as_its_line(fd_era, caplog):
+    patch = patch_named("capture_stream")
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        report = registry().apply_to_module(patch, importlib.import_module(patch.module))
+    assert report.line() in [r.getMessage() for r in caplog.records]
