@@ -17,6 +17,10 @@
 #   activation       _ensure_visible_logging: StreamHandler(sys.stderr) -> StreamHandler(None) (its default is stderr)
 #   stream_policy    torch_api_extensions_may_launch: default "0" -> "XX0XX" (neither is a true value)
 #   registry         revert: reports.pop(name, None) -> reports.pop(name) (an applied patch always has its report)
+#                    _install: report.variant or "" -> or "XXXX" (an applied report always has its variant)
+#                    _class_methods: base.rsplit(".", 1)[-1] -> rsplit(".") / rsplit(".", 2) (the same last part)
+#                    _live_methods: getattr_static(cls, name, None) -> no default (dir() names are found statically)
+#                    _names: p != "*" -> p != "XX*XX" (a bare "*" gives the empty name, which no contract uses)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/work/venv/bin/python}
