@@ -874,8 +874,8 @@ def test_the_torch_adapter_keeps_a_framework_stream_apart_from_c10(monkeypatch) 
             made.append(self)
 
     made: list = []
-    c10_view = Stream(0)
-    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream, current_stream=lambda d: c10_view))
+    c10_views = {0: Stream(0), 1: Stream(1)}
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream, current_stream=c10_views.get))
     monkeypatch.setitem(sys.modules, "torch", fake_torch)
     fw = c10_bridge.framework_streams(c10_bridge.TORCH, "/unused.so")
     assert isinstance(fw, c10_bridge._TorchStreams)
@@ -884,7 +884,7 @@ def test_the_torch_adapter_keeps_a_framework_stream_apart_from_c10(monkeypatch) 
     other = fw.new_nonblocking_stream(1)
     fw.set_current_stream(1, other)
     assert fw.current_stream(1) is other and fw.raw_handle(other) == other.cuda_stream
-    assert fw.c10_current_raw(0) == 0x1000  # c10 read by torch's own API, apart from ours
+    assert (fw.c10_current_raw(0), fw.c10_current_raw(1)) == (0x1000, 0x2000)  # torch's own reading, per device
 
 
 def test_the_paddle_adapter_forwards_to_the_paddle_stream_device(monkeypatch) -> None:
@@ -981,3 +981,38 @@ def test_paddle_status_probes_paddle_s_library_as_paddle(monkeypatch) -> None:
     monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/p/libphi_core.so")
     monkeypatch.setattr(c10_bridge, "c10_status", lambda library, framework: seen.append((library, framework)) or "s")
     assert paddle_c10_status() == "s" and seen == [("/p/libphi_core.so", "paddle")]
+
+
+def test_paddle_missing_is_exactly_the_unbridged_status() -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    try:
+        importlib.util.find_spec = lambda name: None
+        assert paddle_c10_status() == c10_bridge.C10Status(False, None, c10_bridge.PADDLE_MISSING)
+    finally:
+        importlib.util.find_spec = real
+
+
+def test_classify_makes_four_streams_on_the_probe_device_and_names_the_one_it_set(fake_libs, capsys) -> None:
+    library = fake_libs["set_ignored32"]
+
+    class Recorded(c10_bridge._FakeStreams):  # Paddle-like: no other reader of c10
+        made: list[tuple[int, int]] = []
+
+        def new_nonblocking_stream(self, device_id: int) -> int:
+            raw = super().new_nonblocking_stream(device_id)
+            self.made.append((device_id, raw))
+            return raw
+
+        def c10_current_raw(self, device_id: int) -> None:
+            return None
+
+    fw = Recorded(library)
+    calls = c10_bridge._Calls(ctypes.CDLL(library), MEMORY, 24)
+    capsys.readouterr()
+    in_fresh_thread(lambda: c10_bridge._classify(calls, 24, fw))
+    *stages, last = [json.loads(line[len("C10_BRIDGE_REPORT "):]) for line in capsys.readouterr().out.splitlines()]
+    assert [device for device, _ in fw.made] == [c10_bridge.PROBE_DEVICE] * 4
+    assert stages == CLASSIFY_STAGES[:2]
+    assert last == {"error": f"after setCurrentCUDAStream({fw.made[1][1]:#x}) getCurrentCUDAStream read 0x0"}

@@ -21,6 +21,7 @@
 #                    _class_methods: base.rsplit(".", 1)[-1] -> rsplit(".") / rsplit(".", 2) (the same last part)
 #                    _live_methods: getattr_static(cls, name, None) -> no default (dir() names are found statically)
 #                    _names: p != "*" -> p != "XX*XX" (a bare "*" gives the empty name, which no contract uses)
+#   c10_bridge       paddle_c10_status: C10Status(..., bridge=None, ...) -> bridge left out (None is its default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/work/venv/bin/python}
