@@ -4,6 +4,7 @@ crashes and child failures, and a verdict cache that cannot be poisoned."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import re
 import logging
@@ -1016,3 +1017,43 @@ def test_classify_makes_four_streams_on_the_probe_device_and_names_the_one_it_se
     assert [device for device, _ in fw.made] == [c10_bridge.PROBE_DEVICE] * 4
     assert stages == CLASSIFY_STAGES[:2]
     assert last == {"error": f"after setCurrentCUDAStream({fw.made[1][1]:#x}) getCurrentCUDAStream read 0x0"}
+
+
+def test_main_s_command_line_is_exact(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as done:
+        c10_bridge.main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m fastdeploy_cudagraph_ext.c10_bridge [-h] [--framework {paddle,torch,fake}] "
+                           "[library]\n\nClassify a c10 library (default: Paddle's libphi_core.so) and print the verdict "
+                           "as JSON.\n")
+    assert "  library               path to libphi_core.so or libc10_cuda.so\n" in text
+    assert "  --framework {paddle,torch,fake}\n                        whose streams the library belongs to\n" in text
+    assert "--child" not in text
+
+
+def test_main_probes_the_given_or_paddle_s_library_as_paddle_by_default(monkeypatch, capsys) -> None:
+    probed = []
+    verdict = c10_bridge.C10Verdict("/p/libphi_core.so", (), HEADER_ONLY)
+
+    def recorded(library, framework):
+        probed.append((library, framework))
+        return verdict
+
+    monkeypatch.setattr(c10_bridge, "probe", recorded)
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/p/libphi_core.so")
+    assert c10_bridge.main([]) == 0 and c10_bridge.main(["/other.so", "--framework", "torch"]) == 0
+    assert probed == [("/p/libphi_core.so", "paddle"), ("/other.so", "torch")]
+    out, err = capsys.readouterr()
+    one = json.dumps(dataclasses.asdict(verdict), indent=2, sort_keys=True) + "\n"
+    assert out == one + one and err == (verdict.describe() + "\n") * 2
+
+
+def test_main_runs_one_child_when_asked(fake_libs, capsys) -> None:
+    capsys.readouterr()
+    codes = []
+    in_fresh_thread(lambda: codes.append(c10_bridge.main([fake_libs["A32"], "--framework", FAKE, "--child", MEMORY])))
+    assert codes == [0]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        'C10_BRIDGE_REPORT {"proven": true, "behaviour": "per-thread apart", "stage": "done"}')
