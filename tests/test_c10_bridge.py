@@ -984,15 +984,11 @@ def test_paddle_status_probes_paddle_s_library_as_paddle(monkeypatch) -> None:
     assert paddle_c10_status() == "s" and seen == [("/p/libphi_core.so", "paddle")]
 
 
-def test_paddle_missing_is_exactly_the_unbridged_status() -> None:
+def test_paddle_missing_is_exactly_the_unbridged_status(monkeypatch) -> None:
     import importlib.util
 
-    real = importlib.util.find_spec
-    try:
-        importlib.util.find_spec = lambda name: None
-        assert paddle_c10_status() == c10_bridge.C10Status(False, None, c10_bridge.PADDLE_MISSING)
-    finally:
-        importlib.util.find_spec = real
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert paddle_c10_status() == c10_bridge.C10Status(False, None, c10_bridge.PADDLE_MISSING)
 
 
 def test_classify_makes_four_streams_on_the_probe_device_and_names_the_one_it_set(fake_libs, capsys) -> None:
