@@ -1053,3 +1053,50 @@ def test_main_runs_one_child_when_asked(fake_libs, capsys) -> None:
     assert codes == [0]
     assert capsys.readouterr().out.splitlines()[-1] == (
         'C10_BRIDGE_REPORT {"proven": true, "behaviour": "per-thread apart", "stage": "done"}')
+
+
+def test_a_c10_with_one_stream_for_all_threads_apart_from_the_framework_is_not_bridged(capsys) -> None:
+    class GlobalC10:  # c10 whose set acts on every thread, and which never follows the framework's stream
+        current = 0
+
+        def get(self, device):
+            return self.current.to_bytes(8, sys.byteorder)
+
+        def from_external(self, raw, device, fill=0):
+            return raw.to_bytes(8, sys.byteorder)
+
+        def set(self, obj):
+            GlobalC10.current = int.from_bytes(obj, sys.byteorder)
+
+        @staticmethod
+        def raw_bytes(obj):
+            return obj
+
+    class Framework:
+        def __init__(self):
+            self.current, self.made = 0x5000, 0x9000
+
+        def new_nonblocking_stream(self, device_id):
+            self.made += 0x100
+            return self.made
+
+        def current_stream(self, device_id):
+            return self.current
+
+        def set_current_stream(self, device_id, stream):
+            self.current = stream
+
+        def raw_handle(self, stream):
+            return stream
+
+        def c10_current_raw(self, device_id):
+            return None
+
+    fw = Framework()
+    capsys.readouterr()
+    c10_bridge._classify(GlobalC10(), 0, fw)
+    reports = [json.loads(line[len("C10_BRIDGE_REPORT "):]) for line in capsys.readouterr().out.splitlines()]
+    assert reports == [*CLASSIFY_STAGES, {"error": "c10 keeps one current stream for all threads, apart from the "
+                                                   "framework's: a set would act on every thread, so it cannot be "
+                                                   "bridged per thread"}]
+    assert fw.current == 0x5000  # the framework's stream is put back
