@@ -1100,3 +1100,52 @@ def test_a_c10_with_one_stream_for_all_threads_apart_from_the_framework_is_not_b
                                                    "framework's: a set would act on every thread, so it cannot be "
                                                    "bridged per thread"}]
     assert fw.current == 0x5000  # the framework's stream is put back
+
+
+class Placed:
+    """A stand-in `_Calls` whose getStreamFromExternal object holds the id where `place(raw, fill)` says."""
+
+    def __init__(self, place) -> None:
+        self.place = place
+
+    @staticmethod
+    def raw_bytes(obj):
+        return obj
+
+    def from_external(self, raw, device, fill):
+        at = self.place(raw, fill)
+        return bytes([fill]) * at + raw.to_bytes(8, sys.byteorder) + bytes([fill]) * (24 - at)
+
+
+NO_OFFSET = ('C10_BRIDGE_REPORT {"error": "the sentinel stream pointer appeared at no 8-byte-aligned offset of the '
+             'returned object"}\n')
+
+
+def test_the_offset_must_hold_for_every_fill_and_sentinel(capsys) -> None:
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 16)) == 16
+    assert capsys.readouterr().out == ""
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 0 if fill == c10_bridge.FILLS[0] else 8)) is None
+    assert capsys.readouterr().out == NO_OFFSET
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 0 if raw == c10_bridge.SENTINELS[0] else 8)) is None
+    assert capsys.readouterr().out == NO_OFFSET
+
+
+def test_only_8_byte_aligned_offsets_count(capsys) -> None:
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 4)) is None
+    assert capsys.readouterr().out == NO_OFFSET
+
+
+def test_each_report_is_flushed_at_once_so_a_crash_right_after_keeps_it(monkeypatch) -> None:
+    events = []
+
+    class Out:
+        def write(self, text):
+            events.append(("write", text))
+
+        def flush(self):
+            events.append(("flush",))
+
+    monkeypatch.setattr(sys, "stdout", Out())
+    c10_bridge._report(stage="dlopen")
+    assert events[-1] == ("flush",) and "".join(e[1] for e in events if e[0] == "write") == (
+        'C10_BRIDGE_REPORT {"stage": "dlopen"}\n')
