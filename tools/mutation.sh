@@ -22,6 +22,7 @@
 #                    _live_methods: getattr_static(cls, name, None) -> no default (dir() names are found statically)
 #                    _names: p != "*" -> p != "XX*XX" (a bare "*" gives the empty name, which no contract uses)
 #   c10_bridge       paddle_c10_status: C10Status(..., bridge=None, ...) -> bridge left out (None is its default)
+#                    _Calls.get / from_external: default fill 0 -> 1 (only the callee's object is read back)
 #                    _calibrate: range(0, len(raw) - 7, 8) -> len(raw) + 7 (the extra offsets read < 8 bytes: below
 #                    any sentinel)
 #                    _FakeStreams (our g++ fakes' side doors): an int8 argtype dropped (x86-64 passes the small int
