@@ -23,6 +23,10 @@
 #                    _names: p != "*" -> p != "XX*XX" (a bare "*" gives the empty name, which no contract uses)
 #   c10_bridge       paddle_c10_status: C10Status(..., bridge=None, ...) -> bridge left out (None is its default)
 #                    _Calls.get / from_external: default fill 0 -> 1 (only the callee's object is read back)
+#                    _Calls.__init__ (equivalent on x86-64 SysV, where these tests run): an int8 argtype dropped (the
+#                    callee reads the low byte of the same register); the restype of an sret or void function changed
+#                    or dropped (the result is read from our buffer, never from the return value); an argtype of
+#                    set dropped (ctypes passes the same object); _in_memory_struct(offset + 9) (whole words: same size)
 #                    _calibrate: range(0, len(raw) - 7, 8) -> len(raw) + 7 (the extra offsets read < 8 bytes: below
 #                    any sentinel)
 #                    _FakeStreams (our g++ fakes' side doors): an int8 argtype dropped (x86-64 passes the small int
