@@ -90,11 +90,6 @@ class Patch:
         if not (self.contract.wraps or self.contract.adds or self.contract.wraps_if_present):
             raise ValueError(f"patch {self.name!r} changes no FastDeploy attribute")
 
-    @property
-    def symbols(self) -> tuple[str, ...]:
-        c = self.contract
-        return tuple(f"{self.module}:{c.cls}.{a}" for a in (*c.wraps, *c.wraps_if_present, *c.adds))
-
 
 @dataclass(frozen=True)
 class Need:

@@ -81,7 +81,8 @@ ESCAPE_FIX = (
 
 
 def _run_all(*steps: Callable[[], None]) -> None:
-    """Run every step even when an earlier one raises (each in its own `finally`); the first error propagates."""
+    """Run every step even when an earlier one raises (each in its own `finally`); the last error propagates,
+    with the earlier ones as its __context__."""
     if not steps:
         return
     try:

@@ -24,6 +24,11 @@ def era_root(era: str) -> Path:
 
 
 def pytest_configure(config):
+    # mutmut's stats run (tools/mutation.sh) records which test calls which function in THIS process; a child
+    # process (the c10 probe) cannot report to it and, run from its neutral cwd, cannot load mutmut's config.
+    # The stats mode stays process-local (mutmut keeps its own copy); children run the unmutated code.
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        del os.environ["MUTANT_UNDER_TEST"]
     config.addinivalue_line("markers", "standin: needs the FastDeploy stand-ins (skipped where a real FastDeploy is importable)")
 
 

@@ -176,3 +176,84 @@ def test_concurrent_activation_wraps_each_method_once(fd_era):
     for thread in threads:
         thread.join()
     assert backend.CudaGraphPiecewiseBackend.__dict__["__call__"].__wrapped__ is original
+
+
+# -- exact behaviour of each piece (mutation testing, issue 11) ------------------------------------------------
+@pytest.fixture
+def plugin_logger():
+    import logging
+
+    logger = logging.getLogger("fastdeploy_cudagraph_ext")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield logger  # the test clears its handlers: pytest adds its own during the call
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_patch_lines_reach_stderr_through_one_handler(plugin_logger, capsys):
+    import logging
+
+    plugin_logger.handlers.clear()
+    activation._ensure_visible_logging()
+    activation._ensure_visible_logging()
+    [handler] = plugin_logger.handlers
+    assert type(handler) is logging.StreamHandler and handler.stream is sys.stderr
+    assert (plugin_logger.level, plugin_logger.propagate) == (logging.INFO, False)
+    plugin_logger.info("patch x: applied")
+    assert capsys.readouterr().err == "INFO patch x: applied\n"
+
+
+def test_a_logger_the_worker_configured_is_left_alone(plugin_logger):
+    import logging
+
+    mine = logging.NullHandler()
+    plugin_logger.handlers[:] = [mine]
+    plugin_logger.propagate = True
+    plugin_logger.setLevel(logging.WARNING)
+    activation._ensure_visible_logging()
+    assert plugin_logger.handlers == [mine] and plugin_logger.level == logging.WARNING and plugin_logger.propagate
+
+
+def test_activate_uses_the_settings_given_and_reports_every_patch_in_order(fd_era):
+    from fastdeploy_cudagraph_ext.flags import Settings
+    from fastdeploy_cudagraph_ext.patch import ALL_PATCHES
+
+    settings = Settings(enable=True, round_sizes=True)
+    reports = ext.activate(settings)
+    assert [r.patch for r in reports] == [p.name for p in ALL_PATCHES]
+    assert activation.registry().settings is settings and ext.is_active()
+    assert [r.patch for r in ext.activate()] == [p.name for p in ALL_PATCHES]  # again: the same registry's reports
+    ext.deactivate()
+    assert activation.registry() is None and not ext.is_active()
+
+
+def test_activate_reads_the_flags_when_given_no_settings(fd_era, monkeypatch):
+    from fastdeploy_cudagraph_ext.flags import Settings
+
+    monkeypatch.setenv("FD_CUDAGRAPH_EXT", "1")
+    monkeypatch.setenv("FD_CUDAGRAPH_EXT_ROUND_SIZES", "1")
+    ext.activate()
+    assert activation.registry().settings == Settings(enable=True, round_sizes=True)
+
+
+def test_a_failing_activation_leaves_nothing_behind(fd_era, monkeypatch):
+    from fastdeploy_cudagraph_ext import deepep_protocol
+    from fastdeploy_cudagraph_ext.registry import Registry
+
+    def broken(self):
+        raise RuntimeError("hook failed")
+
+    deepep_protocol.remember_engine("engine")
+    monkeypatch.setattr(Registry, "watch_runners", broken)
+    with pytest.raises(RuntimeError, match="hook failed"):
+        ext.activate()
+    assert activation.registry() is None and import_hooks._pending == {}
+    assert deepep_protocol._engine is None  # deactivate() ran
+
+
+def test_the_entry_point_reads_the_flags_once(fd_era, monkeypatch):
+    from fastdeploy_cudagraph_ext import flags
+
+    reads = []
+    monkeypatch.setattr(flags, "read_settings", lambda: reads.append(1) or flags.Settings(enable=True))
+    ext.register()
+    assert reads == [1] and activation.registry().settings == flags.Settings(enable=True)

@@ -4,7 +4,9 @@ crashes and child failures, and a verdict cache that cannot be poisoned."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
+import re
 import logging
 import os
 import shutil
@@ -633,3 +635,517 @@ def test_module_imports_without_paddle_or_torch() -> None:
     )
     env = dict(os.environ, PYTHONPATH=str(Path(c10_bridge.__file__).resolve().parents[1]))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# ---------------------------------------------------------------- the child's side, run in-process
+# Each convention below is the one its library really uses, so calling it here cannot crash; a wrong guess is only
+# ever tried in a child (the tests above). In-process, mutation testing sees and mutates the child's code too.
+
+PROBE_STAGES = [
+    {"stage": "dlopen"},
+    {"stage": "getStreamFromExternal(sentinel)"},
+]
+CLASSIFY_STAGES = [
+    {"stage": "move the framework's stream, then getCurrentCUDAStream"},
+    {"stage": "setCurrentCUDAStream(real stream) then getCurrentCUDAStream"},
+    {"stage": "save, set another stream, restore the saved object"},
+    {"stage": "set on another thread, then getCurrentCUDAStream here"},
+]
+
+
+def child_reports(capsys, convention: str, library: str, framework: str = FAKE) -> list[dict]:
+    capsys.readouterr()
+    in_fresh_thread(lambda: c10_bridge._child(convention, library, framework))
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("C10_BRIDGE_REPORT ") for line in lines), lines
+    return [json.loads(line[len("C10_BRIDGE_REPORT "):]) for line in lines]
+
+
+@pytest.mark.parametrize("name, convention, offset, behaviour", [
+    ("A16", REGS16, 8, APART), ("A32", MEMORY, 24, APART), ("B24", MEMORY, 16, FOLLOWS),
+    ("C48", SRET, 40, MOVES_FRAMEWORK), ("C24", MEMORY, 16, MOVES_FRAMEWORK),
+])
+def test_the_child_proves_the_right_convention_stage_by_stage(fake_libs, capsys, name, convention, offset, behaviour):
+    side = SideDoors(fake_libs[name])
+    side.set_framework(0, FRAMEWORK_START)
+    reports = child_reports(capsys, convention, fake_libs[name])
+    assert reports == [*PROBE_STAGES, {"offset": offset, "stage": "fake streams"}, *CLASSIFY_STAGES,
+                       {"proven": True, "behaviour": behaviour, "stage": "done"}]
+    assert side.framework(0) == FRAMEWORK_START  # the child puts the framework's stream back
+
+
+def test_the_child_reports_a_set_that_does_not_take(fake_libs, capsys):
+    *stages, last = child_reports(capsys, MEMORY, fake_libs["set_ignored32"])
+    assert stages == [*PROBE_STAGES, {"offset": 24, "stage": "fake streams"}, *CLASSIFY_STAGES[:2]]
+    assert re.fullmatch(r"after setCurrentCUDAStream\(0x[0-9a-f]+\) getCurrentCUDAStream read 0x0 and the "
+                        r"framework's own reading of c10 was 0x0", last["error"]), last
+
+
+def test_the_child_reports_a_restore_that_misses(fake_libs, capsys):
+    *stages, last = child_reports(capsys, SRET, fake_libs["get_wrong_device48"])
+    assert stages == [*PROBE_STAGES, {"offset": 40, "stage": "fake streams"}, *CLASSIFY_STAGES[:3]]
+    found = re.fullmatch(r"set/restore read back (0x[0-9a-f]+)/(0x[0-9a-f]+), expected (0x[0-9a-f]+)/(0x[0-9a-f]+)",
+                         last["error"])
+    assert found, last
+    moved, restored, second, first = found.groups()
+    assert moved == restored == second != first  # the restore left c10 on the second stream
+
+
+def test_the_child_reports_a_sentinel_it_cannot_find(fake_libs, capsys):
+    assert child_reports(capsys, REGS16, fake_libs["xor16"]) == [*PROBE_STAGES, {
+        "error": "the sentinel stream pointer appeared at no 8-byte-aligned offset of the returned object"}]
+
+
+def test_the_child_reports_a_library_it_cannot_load(capsys, tmp_path):
+    missing = str(tmp_path / "libmissing.so")
+    assert child_reports(capsys, MEMORY, missing) == [PROBE_STAGES[0], {
+        "load_error": f"dlopen failed: {missing}: cannot open shared object file: No such file or directory"}]
+
+
+def test_the_child_reports_a_framework_it_cannot_import_or_drive(fake_libs, capsys):
+    reports = child_reports(capsys, MEMORY, fake_libs["A32"], "torch")
+    assert reports == [{"stage": "import torch"},
+                       {"load_error": "import torch failed: ModuleNotFoundError: No module named 'torch'"}]
+    paddle = pytest.importorskip("paddle")
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle is a CUDA build: its streams are real")
+    *stages, last = child_reports(capsys, MEMORY, fake_libs["A32"], "paddle")
+    assert stages == [{"stage": "import paddle"}, *PROBE_STAGES, {"offset": 24, "stage": "paddle streams"}]
+    assert last["load_error"].startswith("paddle streams unavailable: RuntimeError: ") and "CUDA build" in last["load_error"]
+
+
+def test_several_sentinel_offsets_are_refused(capsys):
+    class Echo:  # an object that holds the stream id twice
+        @staticmethod
+        def raw_bytes(obj):
+            return obj
+
+        @staticmethod
+        def from_external(raw, device, fill):
+            return raw.to_bytes(8, sys.byteorder) * 2 + bytes([fill]) * 8
+
+    assert c10_bridge._calibrate(Echo()) is None
+    assert capsys.readouterr().out == ('C10_BRIDGE_REPORT {"error": "the sentinel stream pointer appeared at several '
+                                       'offsets [0, 8]"}\n')
+
+
+# ---------------------------------------------------------------- the parent's verdicts, word for word
+
+
+def test_each_verdict_describes_itself_exactly() -> None:
+    V = c10_bridge.C10Verdict
+    assert V("/l.so", (), problem="broken").describe() == "broken"
+    assert V("/l.so", (), HEADER_ONLY).describe() == (
+        "header-only: c10 follows the framework's stream (/l.so exports no c10 stream functions)")
+    assert V("/l.so", SYMBOLS, FOLLOWS).describe() == (
+        "follows: /l.so's c10 returns the framework's stream and its set moves it for every thread; not bridged "
+        "(the framework's stream switch carries extension kernels)")
+    assert V("/l.so", SYMBOLS, APART, MEMORY, 24).describe() == (
+        "bridged (per-thread apart): /l.so, convention memory, stream id at byte 24")
+    assert V("/l.so", (), HEADER_ONLY).header_only and not V("/l.so", SYMBOLS, FOLLOWS).header_only
+
+
+@pytest.mark.parametrize("report, expected", [
+    ({"spawn_error": "OSError: no python"}, "could not start the child process: OSError: no python"),
+    ({"timed_out": True, "stage": "dlopen", "returncode": -9}, "child timed out after 300 s during dlopen"),
+    ({"returncode": -11, "stage": "dlopen"}, "child killed by SIGSEGV during dlopen (crash contained)"),
+    ({"returncode": -200}, "child killed by signal 200 during start (crash contained)"),
+    ({"returncode": 0, "error": "no sentinel", "load_error": "no lib"}, "no sentinel"),
+    ({"returncode": 0, "load_error": "no lib"}, "no lib"),
+    ({"returncode": 2, "stage": "dlopen", "stderr_tail": "Traceback\nKeyError: 1"},
+     "child exited with status 2 during dlopen: KeyError: 1"),
+    ({"returncode": 0, "stderr_tail": ""}, "child exited with status 0 during start"),
+    ({}, "child exited with status 0 during start"),
+])
+def test_each_child_failure_is_one_exact_line(report: dict, expected: str) -> None:
+    assert c10_bridge._failure(report) == expected
+
+
+def test_a_single_proof_is_the_verdict_and_may_be_cached() -> None:
+    reports = {REGS16: {"returncode": -11, "stage": "dlopen"}, SRET: {"proven": True, "behaviour": APART, "offset": 40}}
+    verdict, cacheable = c10_bridge._decide("/l.so", SYMBOLS, reports)
+    assert verdict == c10_bridge.C10Verdict("/l.so", SYMBOLS, APART, SRET, 40, "", {
+        REGS16: "child killed by SIGSEGV during dlopen (crash contained)", SRET: "proven"})
+    assert cacheable
+
+
+@pytest.mark.parametrize("transient, cacheable", [
+    ({}, True), ({"timed_out": True}, False), ({"spawn_error": "x"}, False), ({"load_error": "x"}, False)])
+def test_no_proof_names_every_attempt_and_transient_failures_are_not_cached(transient: dict, cacheable: bool) -> None:
+    reports = {REGS16: {"returncode": 0, "error": "no sentinel"}, SRET: dict({"returncode": 0, "error": "bad"}, **transient)}
+    verdict, may_cache = c10_bridge._decide("/l.so", SYMBOLS, reports)
+    assert may_cache is cacheable and verdict.behaviour is verdict.convention is verdict.offset is None
+    if not transient:
+        assert verdict.problem == (
+            "/l.so exports c10's current-stream functions, but no calling convention could be proven (each tried in a "
+            "child process: a sentinel through getStreamFromExternal, then set/get/restore with real streams: regs16 "
+            "(16-byte object in registers, PyTorch layout): no sentinel; sret (returned through a hidden pointer, passed "
+            "by pointer; Paddle compat 48-byte layout): bad). Fix: use a Paddle/PyTorch build whose c10 CUDAStream has "
+            "a known layout (PyTorch's 16 bytes, Paddle compat's 24, 32 or 48) or a header-only compat layer (Paddle "
+            "3.2.x/3.3.x); a changed library build is re-probed automatically.")
+
+
+GOOD_ENTRY = {"behaviour": APART, "convention": MEMORY, "offset": 24, "problem": ""}
+
+
+@pytest.mark.parametrize("entry", [
+    GOOD_ENTRY, dict(GOOD_ENTRY, behaviour=FOLLOWS), dict(GOOD_ENTRY, behaviour=MOVES_FRAMEWORK, convention=SRET),
+    dict(GOOD_ENTRY, offset=0), dict(GOOD_ENTRY, offset=c10_bridge.SRET_BYTES - 8),
+    {"behaviour": None, "convention": None, "offset": None, "problem": "no convention"},
+])
+def test_a_cached_entry_of_the_shape_we_write_is_used(entry: dict) -> None:
+    assert c10_bridge._from_cache(entry, "/l.so", SYMBOLS) == c10_bridge.C10Verdict(
+        "/l.so", SYMBOLS, entry["behaviour"], entry["convention"], entry["offset"], entry["problem"])
+
+
+@pytest.mark.parametrize("entry", [
+    None, [], dict(GOOD_ENTRY, extra=1), {k: v for k, v in GOOD_ENTRY.items() if k != "problem"},
+    dict(GOOD_ENTRY, behaviour=HEADER_ONLY), dict(GOOD_ENTRY, convention="stack"), dict(GOOD_ENTRY, offset=True),
+    dict(GOOD_ENTRY, offset=24.0), dict(GOOD_ENTRY, offset=-8), dict(GOOD_ENTRY, offset=c10_bridge.SRET_BYTES),
+    dict(GOOD_ENTRY, offset=12), {"behaviour": None, "convention": None, "offset": None, "problem": 7},
+    {"behaviour": APART, "convention": None, "offset": None, "problem": "p"},
+    {"behaviour": None, "convention": SRET, "offset": None, "problem": "p"},
+    {"behaviour": None, "convention": None, "offset": 8, "problem": "p"},
+])
+def test_a_cached_entry_of_any_other_shape_is_ignored_with_a_warning(entry, caplog) -> None:
+    with caplog.at_level("WARNING", logger=c10_bridge.log.name):
+        assert c10_bridge._from_cache(entry, "/l.so", SYMBOLS) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ignoring a malformed cached c10 verdict for /l.so: {entry!r:.200}; probing afresh"]
+
+
+def test_an_unknown_framework_is_refused_by_name() -> None:
+    with pytest.raises(ValueError) as error:
+        probe("/l.so", "jax")
+    assert str(error.value) == "framework must be one of paddle, torch, fake, not 'jax'"
+
+
+def test_a_library_that_cannot_load_is_a_problem_with_the_fix(tmp_path) -> None:
+    missing = tmp_path / "libgone.so"
+    verdict = probe(str(missing), FAKE)
+    assert verdict == c10_bridge.C10Verdict(str(missing), (), problem=(
+        f"could not load the c10 library {missing}: {missing}: cannot open shared object file: No such file or "
+        "directory. Fix: check the path, and that it loads in this environment (import fake first)."))
+
+
+def test_a_library_with_some_of_the_symbols_names_the_missing_ones(fake_libs, monkeypatch) -> None:
+    monkeypatch.setattr(c10_bridge, "_exported_symbols", lambda library: (c10_bridge.GET,))
+    verdict = probe(fake_libs["A32"], FAKE)
+    assert verdict.symbols_found == (c10_bridge.GET,) and verdict.behaviour is None
+    assert verdict.problem == (
+        f"{fake_libs['A32']} exports some of c10's current-stream functions but not {c10_bridge.SET}, "
+        f"{c10_bridge.FROM_EXTERNAL}, so c10 keeps its own current stream and cannot be moved. Fix: use a Paddle/PyTorch build "
+        "that exports all three (getCurrentCUDAStream, setCurrentCUDAStream, getStreamFromExternal) or a header-only "
+        "compat layer.")
+
+
+def test_the_bridge_refuses_a_verdict_it_cannot_drive() -> None:
+    for verdict in (c10_bridge.C10Verdict("/l.so", SYMBOLS, FOLLOWS),
+                    c10_bridge.C10Verdict("/l.so", SYMBOLS, APART, None, 8),
+                    c10_bridge.C10Verdict("/l.so", SYMBOLS, APART, REGS16, None)):
+        with pytest.raises(ValueError) as error:
+            c10_bridge.C10Bridge(verdict)
+        assert str(error.value) == f"/l.so is not to be bridged: {verdict.describe()}"
+
+
+def test_main_prints_the_verdict_as_json_and_its_description(fake_libs, capsys) -> None:
+    assert c10_bridge.main([fake_libs["B32"], "--framework", FAKE]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"library": fake_libs["B32"], "symbols_found": list(SYMBOLS), "behaviour": FOLLOWS,
+                               "convention": MEMORY, "offset": 24, "problem": "", "attempts": json.loads(out)["attempts"]}
+    assert err == c10_bridge.C10Verdict(fake_libs["B32"], SYMBOLS, FOLLOWS).describe() + "\n"
+    assert c10_bridge.main([fake_libs["xor16"], "--framework", FAKE]) == 1
+
+
+def test_main_without_paddle_says_so(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: None)
+    assert c10_bridge.main([]) == 1
+    assert capsys.readouterr().err == c10_bridge.PADDLE_MISSING + "\n"
+
+
+# ---------------------------------------------------------------- the framework adapters the child drives
+
+
+def test_the_torch_adapter_keeps_a_framework_stream_apart_from_c10(monkeypatch) -> None:
+    import types
+
+    class Stream:
+        def __init__(self, device):
+            self.device, self.cuda_stream = device, 0x1000 * (len(made) + 1)
+            made.append(self)
+
+    made: list = []
+    c10_views = {0: Stream(0), 1: Stream(1)}
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream, current_stream=c10_views.get))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    fw = c10_bridge.framework_streams(c10_bridge.TORCH, "/unused.so")
+    assert isinstance(fw, c10_bridge._TorchStreams)
+    first = fw.current_stream(1)
+    assert first.device == 1 and fw.current_stream(1) is first and fw.current_stream(0) is not first  # one per device
+    other = fw.new_nonblocking_stream(1)
+    fw.set_current_stream(1, other)
+    assert fw.current_stream(1) is other and fw.raw_handle(other) == other.cuda_stream
+    assert (fw.c10_current_raw(0), fw.c10_current_raw(1)) == (0x1000, 0x2000)  # torch's own reading, per device
+
+
+def test_the_paddle_adapter_forwards_to_the_paddle_stream_device(monkeypatch) -> None:
+    from fastdeploy_cudagraph_ext import paddle_device
+
+    class Device:
+        def current_stream(self, device_id):
+            return ("current", device_id)
+
+        def set_current_stream(self, device_id, stream):
+            return ("set", device_id, stream)
+
+        def new_nonblocking_stream(self, device_id):
+            return ("new", device_id)
+
+        def raw_handle(self, stream):
+            return 42
+
+    monkeypatch.setattr(paddle_device, "PaddleStreamDevice", Device)
+    fw = c10_bridge.framework_streams(c10_bridge.PADDLE, "/unused.so")
+    assert (fw.current_stream(3), fw.set_current_stream(3, "s"), fw.new_nonblocking_stream(2), fw.raw_handle("s"),
+            fw.c10_current_raw(0)) == (("current", 3), ("set", 3, "s"), ("new", 2), 42, None)
+    assert isinstance(fw, c10_bridge._PaddleStreams)
+
+
+# ---------------------------------------------------------------- what the doctor reads, word for word
+
+
+def test_paddle_library_is_found_in_the_package_s_libs_folder(tmp_path, monkeypatch) -> None:
+    import importlib.util
+    import types
+
+    (tmp_path / "b" / "libs").mkdir(parents=True)
+    (tmp_path / "b" / "libs" / "libphi_core.so").write_bytes(b"")
+    (tmp_path / "a" / "libs" / "libphi_core.so").mkdir(parents=True)  # not a file
+    spec = types.SimpleNamespace(submodule_search_locations=[str(tmp_path / "a"), str(tmp_path / "b")])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec if name == "paddle" else None)
+    assert paddle_library_path() == str(tmp_path / "b" / "libs" / "libphi_core.so")
+    spec.submodule_search_locations = None
+    assert paddle_library_path() is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert paddle_library_path() is None
+    for error in (ImportError, ValueError):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, error=error: (_ for _ in ()).throw(error("x")))
+        assert paddle_library_path() is None
+
+
+def test_paddle_report_is_exact_for_a_bridged_c10_and_names_the_version(fake_libs, monkeypatch) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs["A48"])
+    real_probe = c10_bridge.probe
+    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: real_probe(library, FAKE))
+    versions = {"paddlepaddle-gpu": None, "paddlepaddle": "3.4.0"}
+    monkeypatch.setattr(c10_bridge, "_dist_version", versions.get)
+    assert paddle_c10_report() == (True, (
+        f"Paddle 3.4.0 ({fake_libs['A48']}): per-thread apart (convention sret, stream id at byte 40). "
+        + c10_bridge._WHAT_THE_PLUGIN_DOES[APART]))
+    versions["paddlepaddle-gpu"] = "3.4.0.post1"
+    assert paddle_c10_report()[1].startswith("Paddle 3.4.0.post1 (")
+    versions.clear()
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs["B32"])
+    assert paddle_c10_report() == (True, (
+        f"Paddle unknown version ({fake_libs['B32']}): follows. " + c10_bridge._WHAT_THE_PLUGIN_DOES[FOLLOWS]))
+
+
+def test_paddle_report_of_a_problem_and_of_a_broken_paddle_is_exact(fake_libs, monkeypatch) -> None:
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/p/libphi_core.so")
+    monkeypatch.setattr(c10_bridge, "_dist_version", lambda dist: "3.4.0" if dist == "paddlepaddle-gpu" else None)
+    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: c10_bridge.C10Verdict(library, (), problem="bad"))
+    assert paddle_c10_report() == (False, "Paddle 3.4.0: bad")
+    monkeypatch.setattr(c10_bridge, "probe", lambda *_: (_ for _ in ()).throw(ImportError("libcudnn.so.9 missing")))
+    assert paddle_c10_report() == (False, (
+        "Paddle's c10 could not be inspected: ImportError: libcudnn.so.9 missing. Fix: reinstall the Paddle GPU build "
+        "FastDeploy runs on, then run the doctor again."))
+
+
+def test_dist_version_is_none_for_a_distribution_that_is_not_installed() -> None:
+    assert c10_bridge._dist_version("fastdeploy-cudagraph-ext-no-such-dist") is None
+    assert c10_bridge._dist_version("pytest") == pytest.__version__
+
+
+def test_a_proven_library_that_will_not_load_here_is_a_problem_with_the_fix(fake_libs, monkeypatch) -> None:
+    def refuse(verdict):
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(c10_bridge, "C10Bridge", refuse)
+    status = c10_status(fake_libs["A32"], FAKE)
+    assert status == c10_bridge.C10Status(follows_framework=False, bridge=None, problem=(
+        f"{fake_libs['A32']} was proven drivable in a child process but could not be loaded here: libcuda.so.1: cannot "
+        "open shared object file. Fix: import fake before building the capture policy."))
+
+
+def test_paddle_status_probes_paddle_s_library_as_paddle(monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/p/libphi_core.so")
+    monkeypatch.setattr(c10_bridge, "c10_status", lambda library, framework: seen.append((library, framework)) or "s")
+    assert paddle_c10_status() == "s" and seen == [("/p/libphi_core.so", "paddle")]
+
+
+def test_paddle_missing_is_exactly_the_unbridged_status(monkeypatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert paddle_c10_status() == c10_bridge.C10Status(False, None, c10_bridge.PADDLE_MISSING)
+
+
+def test_classify_makes_four_streams_on_the_probe_device_and_names_the_one_it_set(fake_libs, capsys) -> None:
+    library = fake_libs["set_ignored32"]
+
+    class Recorded(c10_bridge._FakeStreams):  # Paddle-like: no other reader of c10
+        made: list[tuple[int, int]] = []
+
+        def new_nonblocking_stream(self, device_id: int) -> int:
+            raw = super().new_nonblocking_stream(device_id)
+            self.made.append((device_id, raw))
+            return raw
+
+        def c10_current_raw(self, device_id: int) -> None:
+            return None
+
+    fw = Recorded(library)
+    calls = c10_bridge._Calls(ctypes.CDLL(library), MEMORY, 24)
+    capsys.readouterr()
+    in_fresh_thread(lambda: c10_bridge._classify(calls, 24, fw))
+    *stages, last = [json.loads(line[len("C10_BRIDGE_REPORT "):]) for line in capsys.readouterr().out.splitlines()]
+    assert [device for device, _ in fw.made] == [c10_bridge.PROBE_DEVICE] * 4
+    assert stages == CLASSIFY_STAGES[:2]
+    assert last == {"error": f"after setCurrentCUDAStream({fw.made[1][1]:#x}) getCurrentCUDAStream read 0x0"}
+
+
+def test_main_s_command_line_is_exact(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as done:
+        c10_bridge.main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m fastdeploy_cudagraph_ext.c10_bridge [-h] [--framework {paddle,torch,fake}] "
+                           "[library]\n\nClassify a c10 library (default: Paddle's libphi_core.so) and print the verdict "
+                           "as JSON.\n")
+    assert "  library               path to libphi_core.so or libc10_cuda.so\n" in text
+    assert "  --framework {paddle,torch,fake}\n                        whose streams the library belongs to\n" in text
+    assert "--child" not in text
+
+
+def test_main_probes_the_given_or_paddle_s_library_as_paddle_by_default(monkeypatch, capsys) -> None:
+    probed = []
+    verdict = c10_bridge.C10Verdict("/p/libphi_core.so", (), HEADER_ONLY)
+
+    def recorded(library, framework):
+        probed.append((library, framework))
+        return verdict
+
+    monkeypatch.setattr(c10_bridge, "probe", recorded)
+    monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: "/p/libphi_core.so")
+    assert c10_bridge.main([]) == 0 and c10_bridge.main(["/other.so", "--framework", "torch"]) == 0
+    assert probed == [("/p/libphi_core.so", "paddle"), ("/other.so", "torch")]
+    out, err = capsys.readouterr()
+    one = json.dumps(dataclasses.asdict(verdict), indent=2, sort_keys=True) + "\n"
+    assert out == one + one and err == (verdict.describe() + "\n") * 2
+
+
+def test_main_runs_one_child_when_asked(fake_libs, capsys) -> None:
+    capsys.readouterr()
+    codes = []
+    in_fresh_thread(lambda: codes.append(c10_bridge.main([fake_libs["A32"], "--framework", FAKE, "--child", MEMORY])))
+    assert codes == [0]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        'C10_BRIDGE_REPORT {"proven": true, "behaviour": "per-thread apart", "stage": "done"}')
+
+
+def test_a_c10_with_one_stream_for_all_threads_apart_from_the_framework_is_not_bridged(capsys) -> None:
+    class GlobalC10:  # c10 whose set acts on every thread, and which never follows the framework's stream
+        current = 0
+
+        def get(self, device):
+            return self.current.to_bytes(8, sys.byteorder)
+
+        def from_external(self, raw, device, fill=0):
+            return raw.to_bytes(8, sys.byteorder)
+
+        def set(self, obj):
+            GlobalC10.current = int.from_bytes(obj, sys.byteorder)
+
+        @staticmethod
+        def raw_bytes(obj):
+            return obj
+
+    class Framework:
+        def __init__(self):
+            self.current, self.made = 0x5000, 0x9000
+
+        def new_nonblocking_stream(self, device_id):
+            self.made += 0x100
+            return self.made
+
+        def current_stream(self, device_id):
+            return self.current
+
+        def set_current_stream(self, device_id, stream):
+            self.current = stream
+
+        def raw_handle(self, stream):
+            return stream
+
+        def c10_current_raw(self, device_id):
+            return None
+
+    fw = Framework()
+    capsys.readouterr()
+    c10_bridge._classify(GlobalC10(), 0, fw)
+    reports = [json.loads(line[len("C10_BRIDGE_REPORT "):]) for line in capsys.readouterr().out.splitlines()]
+    assert reports == [*CLASSIFY_STAGES, {"error": "c10 keeps one current stream for all threads, apart from the "
+                                                   "framework's: a set would act on every thread, so it cannot be "
+                                                   "bridged per thread"}]
+    assert fw.current == 0x5000  # the framework's stream is put back
+
+
+class Placed:
+    """A stand-in `_Calls` whose getStreamFromExternal object holds the id where `place(raw, fill)` says."""
+
+    def __init__(self, place) -> None:
+        self.place = place
+
+    @staticmethod
+    def raw_bytes(obj):
+        return obj
+
+    def from_external(self, raw, device, fill):
+        at = self.place(raw, fill)
+        return bytes([fill]) * at + raw.to_bytes(8, sys.byteorder) + bytes([fill]) * (24 - at)
+
+
+NO_OFFSET = ('C10_BRIDGE_REPORT {"error": "the sentinel stream pointer appeared at no 8-byte-aligned offset of the '
+             'returned object"}\n')
+
+
+def test_the_offset_must_hold_for_every_fill_and_sentinel(capsys) -> None:
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 16)) == 16
+    assert capsys.readouterr().out == ""
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 0 if fill == c10_bridge.FILLS[0] else 8)) is None
+    assert capsys.readouterr().out == NO_OFFSET
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 0 if raw == c10_bridge.SENTINELS[0] else 8)) is None
+    assert capsys.readouterr().out == NO_OFFSET
+
+
+def test_only_8_byte_aligned_offsets_count(capsys) -> None:
+    assert c10_bridge._calibrate(Placed(lambda raw, fill: 4)) is None
+    assert capsys.readouterr().out == NO_OFFSET
+
+
+def test_each_report_is_flushed_at_once_so_a_crash_right_after_keeps_it(monkeypatch) -> None:
+    events = []
+
+    class Out:
+        def write(self, text):
+            events.append(("write", text))
+
+        def flush(self):
+            events.append(("flush",))
+
+    monkeypatch.setattr(sys, "stdout", Out())
+    c10_bridge._report(stage="dlopen")
+    assert events[-1] == ("flush",) and "".join(e[1] for e in events if e[0] == "write") == (
+        'C10_BRIDGE_REPORT {"stage": "dlopen"}\n')

@@ -7,8 +7,10 @@ import pytest
 from fastdeploy_cudagraph_ext.fd_facts import module_facts
 from fastdeploy_cudagraph_ext.flags import Settings
 from fastdeploy_cudagraph_ext.patch import ALL_PATCHES, NEEDS, RUNNERS
+from fastdeploy_cudagraph_ext import import_hooks
 from fastdeploy_cudagraph_ext.registry import (
-    Contract, Patch, PatchRefused, Registry, Verdict, judge, resolve_class,
+    PATCH_MARKER, Choice, Contract, ContractBroken, GroupVerdict, Patch, PatchRefused, PatchReport, Registry, Verdict,
+    group_verdict, group_verdicts_of, judge, resolve_class, within,
 )
 
 METADATA = ("why", "how", "related_pr", "removal_plan")
@@ -253,3 +255,414 @@ def test_backend_variant_follows_how_fastdeploy_keys_its_entries():
     assert unknown.verdict is Verdict.REFUSED
     assert unknown.detail == ("CudaGraphPiecewiseBackend.__call__ keys its entries in a way the plugin does not know "
                               "(marker entry_key='other'), so it cannot tell a replay from a capture")
+
+
+# -- the pieces, each with its exact behaviour (mutation testing, issue 11) ------------------------------------
+def _patch(name="p", group="deepep_mixed", module="m", contract=Contract("C", wraps=("f",)), **overrides):
+    fields = {f: f"{f} text" for f in METADATA} | overrides
+    return Patch(name=name, group=group, module=module, contract=contract, build=lambda *a: {}, **fields)
+
+
+def test_a_patch_that_changes_nothing_cannot_be_declared():
+    with pytest.raises(ValueError) as error:
+        _patch(contract=Contract("C"))
+    assert str(error.value) == "patch 'p' changes no FastDeploy attribute"
+    for contract in (Contract("C", adds=("a",)), Contract("C", wraps_if_present=("w",))):
+        assert _patch(contract=contract).contract is contract
+
+
+def test_metadata_errors_name_every_missing_field_in_order():
+    with pytest.raises(ValueError) as error:
+        _patch(why=" ", removal_plan="")
+    assert str(error.value) == "patch 'p' lacks metadata: why, removal_plan"
+
+
+def test_report_line_is_what_the_operator_reads():
+    report = PatchReport("capture_stream", Verdict.NOT_NEEDED, "no graphs")
+    assert report.line() == "fastdeploy-cudagraph-ext: patch capture_stream: not needed (no graphs)"
+    assert (report.variant, report.attributes) == (None, ())
+
+
+def test_within_runs_the_original_inside_the_context_and_keeps_its_identity():
+    events = []
+
+    class Scope:
+        def __init__(self, owner):
+            self.owner = owner
+
+        def __enter__(self):
+            events.append(("enter", self.owner))
+
+        def __exit__(self, *exc):
+            events.append(("exit", self.owner))
+
+    def original(self, a, b=2):
+        """FastDeploy's method."""
+        events.append(("call", a, b))
+        return a + b
+
+    method = within(original, Scope)
+    assert method("runner", 1, b=5) == 6
+    assert events == [("enter", "runner"), ("call", 1, 5), ("exit", "runner")]
+    assert method.__wrapped__ is original and method.__doc__ == "FastDeploy's method."
+
+
+def test_resolve_class_sees_through_wrapped_and_closures_by_name():
+    class Engine:
+        pass
+
+    def wrapper():
+        return Engine
+
+    wrapper.__wrapped__ = Engine
+    assert resolve_class(Engine, "Engine") is Engine
+    assert resolve_class(wrapper, "Other") is Engine
+
+    def singleton(cls):
+        other = int
+
+        def get():
+            return other, cls
+
+        return get
+
+    assert resolve_class(singleton(Engine), "Engine") is Engine
+    assert resolve_class(singleton(Engine), "Missing") is None  # a closed-over class of another name is not it
+    assert resolve_class(lambda: None, "Engine") is None
+    assert resolve_class(None, "Engine") is None
+
+
+def test_methods_of_same_module_bases_are_inherited_and_overridden():
+    facts = {MOE: module_facts("class Base:\n    def apply(self, layer, x, gate): pass\n"
+                               "    def other(self): pass\n"
+                               "class Mid(Base):\n    def apply(self, layer, x): pass\n"
+                               "class MoEMethodBase(pkg.mod.Mid):\n    pass\n")}
+    report = judge(dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply", "other"),
+                                                                uses={"apply": ("gate",)})), facts)
+    assert report.verdict is Verdict.REFUSED  # Mid's apply (no gate) overrides Base's
+    assert report.detail == "MoEMethodBase.apply(self, layer, x) lacks gate"
+
+
+def test_used_names_are_read_through_stars_and_defaults():
+    contract = Contract("MoEMethodBase", wraps=("apply",), uses={"apply": ("args", "kwargs", "gate", "hook")})
+    patch = dataclasses.replace(APPLY, contract=contract)
+    assert judge(patch, moe_facts("self, *args, gate=None, hook, **kwargs")).verdict is Verdict.APPLIED
+    missing = judge(patch, moe_facts("self, layer, *, gate=None"))
+    assert missing.detail == "MoEMethodBase.apply(self, layer, *, gate=) lacks args, kwargs, hook"
+
+
+def test_a_used_method_that_is_gone_and_an_optional_class_are_reported_exactly():
+    uses_gone = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",),
+                                                             uses={"apply": ("gate",), "forward": ("x",)}))
+    report = judge(uses_gone, moe_facts("self, layer, x"))
+    assert report.detail == "MoEMethodBase.apply(self, layer, x) lacks gate; MoEMethodBase.forward is missing"
+    optional = dataclasses.replace(APPLY, contract=Contract("Gone", adds=("a",), optional_class="old line"))
+    assert judge(optional, moe_facts("self")) == PatchReport(APPLY.name, Verdict.NOT_NEEDED, f"no {MOE}:Gone: old line")
+    required = dataclasses.replace(APPLY, contract=Contract("Gone", adds=("a",)))
+    assert judge(required, {}) == PatchReport(APPLY.name, Verdict.REFUSED, f"{MOE}:Gone not found in this FastDeploy")
+
+
+def test_an_applied_report_names_its_variant_and_every_attribute_it_replaces():
+    contract = Contract("MoEMethodBase", wraps=("apply",), wraps_if_present=("two", "absent"), adds=("new",))
+    report = judge(dataclasses.replace(APPLY, contract=contract),
+                   {MOE: module_facts("class MoEMethodBase:\n    def apply(self): pass\n    def two(self): pass\n")})
+    assert report == PatchReport(APPLY.name, Verdict.APPLIED, "default: contract holds", "default", ("apply", "two", "new"))
+
+
+def test_a_variant_chooser_that_finds_nothing_to_do_is_not_needed_before_names_are_checked():
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",), uses={"apply": ("gone",)}),
+                                choose=lambda facts: Choice(None, "this line needs nothing"))
+    assert judge(patch, moe_facts("self")) == PatchReport(APPLY.name, Verdict.NOT_NEEDED, "this line needs nothing")
+
+
+def test_live_methods_come_from_the_class_with_source_signatures_preferred():
+    class Live:
+        def apply(self, layer, x, gate):
+            pass
+
+        @staticmethod
+        def helper(a):
+            pass
+
+        not_callable = 3
+
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply", "helper"),
+                                                         uses={"apply": ("gate",), "helper": ("a",)}))
+    assert judge(patch, {}, Live).verdict is Verdict.APPLIED  # no source: the live signatures
+    report = judge(patch, moe_facts("self, layer"), Live)  # the source's signature wins where it has one
+    assert report.detail == "MoEMethodBase.apply(self, layer) lacks gate"
+
+
+def test_group_verdicts_refused_wins_all_not_needed_is_not_needed_else_applies():
+    applied = PatchReport("a", Verdict.APPLIED, "ok")
+    idle = PatchReport("b", Verdict.NOT_NEEDED, "nothing")
+    refused = PatchReport("c", Verdict.REFUSED, "gone")
+    assert group_verdict("g", [applied, refused, idle]) == GroupVerdict("g", "refused", "c: gone")
+    also = PatchReport("d", Verdict.REFUSED, "renamed")
+    assert group_verdict("g", [refused, idle, also]) == GroupVerdict("g", "refused", "c: gone; d: renamed")
+    assert group_verdict("g", [idle, idle]) == GroupVerdict("g", "not needed", "b: nothing; b: nothing")
+    assert group_verdict("g", [idle, applied]) == GroupVerdict("g", "applies", "b: nothing; a: ok")
+    assert group_verdict("g", []) == GroupVerdict("g", "applies", "")
+
+
+def test_group_verdicts_of_facts_judge_each_group_in_declaration_order():
+    first = _patch("x", group="g1", module=MOE, contract=Contract("MoEMethodBase", wraps=("apply",)))
+    second = _patch("y", group="g2", module=MOE, contract=Contract("Gone", wraps=("f",)))
+    third = _patch("z", group="g1", module=MOE, contract=Contract("MoEMethodBase", adds=("apply",)))
+    assert group_verdicts_of([first, second, third], moe_facts("self")) == [
+        GroupVerdict("g1", "applies", "x: default: contract holds; z: FastDeploy defines MoEMethodBase.apply itself"),
+        GroupVerdict("g2", "refused", f"y: {MOE}:Gone not found in this FastDeploy"),
+    ]
+
+
+def test_a_registry_refuses_duplicate_names_and_groups_without_a_need_rule():
+    with pytest.raises(ValueError) as duplicate:
+        Registry([_patch("p"), _patch("p")], NEEDS, RUNNERS)
+    assert str(duplicate.value) == "duplicate patch names: ['p', 'p']"
+    with pytest.raises(ValueError) as unknown:
+        Registry([_patch("p", group="zeta"), _patch("q", group="alpha")], NEEDS, RUNNERS)
+    assert str(unknown.value) == "groups without a need rule: ['alpha', 'zeta']"
+    reg = Registry([_patch("p")], NEEDS, {"m": "C"})
+    assert dict(reg.runners) == {"m": "C"} and reg.settings == Settings() and reg.stopped is False
+    assert reg.group_members("deepep_mixed") == [reg.patches["p"]] and reg.group_members("other") == []
+
+
+def test_a_failing_setattr_restores_what_was_already_replaced():
+    class Target:
+        def f(self):
+            return "f"
+
+    original = Target.__dict__["f"]
+    new_f = lambda self: "new"  # noqa: E731
+
+    class Meta(type):
+        def __setattr__(cls, name, value):
+            if name == "g":
+                raise TypeError("read-only g")
+            super().__setattr__(name, value)
+
+    Guarded = Meta("Guarded", (), {"f": original})
+    with pytest.raises(TypeError, match="read-only g"):
+        Registry._replace(Guarded, {"f": new_f, "added": new_f, "g": new_f}, "marker")
+    assert Guarded.__dict__["f"] is original and "added" not in Guarded.__dict__
+    originals = Registry._replace(Target, {"f": new_f, "added": 1}, "marker")  # an int takes no marker: still set
+    assert Target.__dict__["added"] == 1 and getattr(new_f, PATCH_MARKER) == "marker"
+    Registry._restore(Target, originals)
+    assert Target.__dict__["f"] is original and "added" not in Target.__dict__
+
+
+def test_a_patch_waits_when_its_module_is_not_imported_and_keeps_its_first_report():
+    patch = _patch(module="fastdeploy_cudagraph_ext_test_never_imported")
+    reg = Registry([patch], NEEDS, RUNNERS)
+    try:
+        report = reg.apply_when_imported(patch)
+        assert report == PatchReport("p", Verdict.WAITING, "fastdeploy_cudagraph_ext_test_never_imported not imported yet")
+        assert reg.reports["p"] is report
+        reg.reports["p"] = applied = PatchReport("p", Verdict.APPLIED, "meanwhile")
+        reg.apply_when_imported(patch)
+        assert reg.reports["p"] is applied  # a later wait does not overwrite what happened
+    finally:
+        import_hooks.cancel_all()
+
+
+def test_a_group_refusal_records_why_each_reverted_member_is_gone(fd_era, monkeypatch):
+    reg = registry()
+    for name in ("deepep_transition_clean", "moe_inline_clean_scope"):
+        reg.apply_to_module(patch_named(name), importlib.import_module(patch_named(name).module))
+    _refuse_deepep_mixed(reg, monkeypatch)
+    for name in ("deepep_transition_clean", "moe_inline_clean_scope"):
+        assert reg.reports[name] == PatchReport(name, Verdict.REFUSED, "reverted: group deepep_mixed refused")
+    assert reg.refused == {"deepep_mixed": "ep_runner_inline_clean: EPRunner.clean_low_latency_buffer is missing"}
+
+
+def test_a_reverted_patch_forgets_its_report(fd_era):
+    reg = registry()
+    patch = patch_named("capture_stream")
+    reg.apply_to_module(patch, importlib.import_module(patch.module))
+    assert reg.revert(patch.name) and patch.name not in reg.reports
+
+
+def test_the_stop_message_names_every_needed_refused_group(fd_era, monkeypatch):
+    from fd_configs import make_fd_config
+
+    backend = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
+    reg = registry()
+    monkeypatch.delattr(backend.CudaGraphPiecewiseBackend, "clear_graph")
+    reg.apply_to_module(patch_named("capture_stream"), backend)
+    _refuse_deepep_mixed(reg, monkeypatch)
+    with pytest.raises(PatchRefused) as error:
+        reg.runner_built("GPUModelRunner", make_fd_config(k=1, ep=True))
+    assert str(error.value) == (
+        "fastdeploy-cudagraph-ext stops this worker: group capture_stream is refused (capture_stream: "
+        "CudaGraphPiecewiseBackend.clear_graph is missing) and this deployment needs it (CUDA graphs are on) | group "
+        "deepep_mixed is refused (ep_runner_inline_clean: EPRunner.clean_low_latency_buffer is missing) and this "
+        "deployment needs it (CUDA graphs are on and expert parallelism runs in mixed mode). Every patch was reverted. "
+        "Use a FastDeploy release listed in README's compatibility table, or unset FD_CUDAGRAPH_EXT to serve without "
+        "the plugin.")
+
+
+def test_a_refused_group_not_needed_logs_one_exact_line(fd_era, monkeypatch, caplog):
+    from fd_configs import make_fd_config
+
+    reg = registry()
+    _refuse_deepep_mixed(reg, monkeypatch)
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        assert reg.runner_built("GPUModelRunner", make_fd_config(k=1, ep=False)) == {}
+    assert ("fastdeploy-cudagraph-ext: group deepep_mixed: refused (ep_runner_inline_clean: "
+            "EPRunner.clean_low_latency_buffer is missing); not needed for this deployment: expert parallelism is off "
+            "or not in mixed mode") in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.standin  # needs a FastDeploy whose modules are not imported yet
+def test_building_a_runner_imports_every_pending_target_but_the_other_platforms_runner(fd_era, caplog):
+    import sys
+
+    from fd_configs import make_fd_config
+
+    reg = registry()
+    assert RUNNER not in sys.modules
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        reg.runner_built("GPUModelRunner", make_fd_config(k=1))
+    assert {p.module for p in ALL_PATCHES} - set(sys.modules) == {"fastdeploy.worker.xpu_model_runner"}
+    assert RUNNER in sys.modules and import_hooks._pending == {}
+
+
+def test_a_target_that_cannot_be_imported_is_logged_as_not_needed(fd_era, monkeypatch, caplog):
+    from fd_configs import make_fd_config
+
+    broken = _patch("p", module="fastdeploy_cudagraph_ext_test_missing_module")
+    reg = Registry([broken], NEEDS, RUNNERS)
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        reg.runner_built("GPUModelRunner", make_fd_config(k=1))
+    assert ("fastdeploy-cudagraph-ext: fastdeploy_cudagraph_ext_test_missing_module is not importable in this worker "
+            "(ModuleNotFoundError: No module named 'fastdeploy_cudagraph_ext_test_missing_module'); its patches are "
+            "not needed here") in [r.getMessage() for r in caplog.records]
+
+
+def test_runner_attributes_come_from_applied_patches_of_that_runner_only(fd_era):
+    from fd_configs import make_fd_config
+
+    runner = importlib.import_module(RUNNER)
+    seen = []
+
+    def on_init(fd_config, settings):
+        seen.append((fd_config, settings))
+        return {"planned": 1}
+
+    gpu = dataclasses.replace(CAPTURE, on_runner_init=on_init)
+    xpu = dataclasses.replace(gpu, name="other", contract=dataclasses.replace(CAPTURE.contract, cls="XPUModelRunner"))
+    reg = Registry([gpu, xpu], NEEDS, RUNNERS, Settings(round_sizes=True))
+    reg.apply_to_module(gpu, runner)
+    config = make_fd_config(k=1)
+    assert reg.runner_built("GPUModelRunner", config) == {"planned": 1}
+    assert seen == [(config, Settings(round_sizes=True))]
+
+
+def test_the_gate_reads_fd_config_by_keyword_and_sets_attributes_after_fastdeploys_init(fd_era):
+    from fd_configs import make_fd_config
+
+    runner = importlib.import_module(RUNNER)
+    calls = []
+    gpu = dataclasses.replace(CAPTURE, on_runner_init=lambda fd_config, settings: calls.append(fd_config) or {"x": 7})
+    reg = Registry([gpu], NEEDS, RUNNERS)
+    reg._install_gate("GPUModelRunner", runner)
+    reg._install_gate("GPUModelRunner", runner)  # once per module
+    reg.apply_to_module(gpu, runner)
+    config = make_fd_config(k=1)
+    built = runner.GPUModelRunner(fd_config=config, device="gpu", device_id=0, rank=0, local_rank=0)
+    assert calls == [config] and built.x == 7
+    assert getattr(runner.GPUModelRunner.__init__, PATCH_MARKER) == "runner_gate"
+    assert runner.GPUModelRunner.__init__.__wrapped__.__name__ == "__init__"
+    reg.revert_all()
+    assert not hasattr(runner.GPUModelRunner.__init__, PATCH_MARKER)
+
+
+def test_reports_of_refusals_are_filed_under_the_patch_s_name(fd_era, monkeypatch):
+    moe = importlib.import_module(MOE)
+    reg = registry()
+    _refuse_deepep_mixed(reg, monkeypatch)
+    reg.apply_to_module(APPLY, moe)
+    assert reg.reports[APPLY.name] == PatchReport(APPLY.name, Verdict.REFUSED, "group deepep_mixed refused")
+    assert None not in reg.reports
+
+
+def test_a_judging_error_is_filed_under_the_patch_s_name(fd_era):
+    broken = dataclasses.replace(CAPTURE, choose=lambda facts: {}["marker"])
+    reg = registry([broken])
+    reg.apply_to_module(broken, importlib.import_module(RUNNER))
+    assert reg.reports[broken.name] == PatchReport(broken.name, Verdict.REFUSED, "could not judge: KeyError: 'marker'")
+
+
+def test_a_build_that_does_not_match_its_contract_is_refused_exactly(fd_era):
+    broken = dataclasses.replace(CAPTURE, build=lambda cls, variant, settings: {"capture_model": 1, "unexpected": 1})
+    reg = registry([broken])
+    report = reg.apply_to_module(broken, importlib.import_module(RUNNER))
+    assert reg.reports[broken.name] == report == PatchReport(broken.name, Verdict.REFUSED, (
+        "could not apply: ValueError: built ['capture_model', 'unexpected'], its contract names ['capture_model']"))
+
+
+def test_a_class_the_source_has_but_the_live_module_lacks_is_refused(fd_era, monkeypatch):
+    runner = importlib.import_module(RUNNER)
+    monkeypatch.delattr(runner, "GPUModelRunner")
+    report = registry().apply_to_module(CAPTURE, runner)
+    assert report == PatchReport(CAPTURE.name, Verdict.REFUSED, f"{RUNNER} has no class GPUModelRunner")
+
+
+def test_a_module_without_the_class_is_judged_not_crashed(fd_era):
+    import types
+
+    module = types.ModuleType("fastdeploy_cudagraph_ext_test_empty")
+    patch = _patch(module=module.__name__)
+    reg = Registry([patch], NEEDS, RUNNERS)
+    report = reg.apply_to_module(patch, module)
+    assert report == PatchReport("p", Verdict.REFUSED, f"{module.__name__}:C not found in this FastDeploy")
+    reg._install_gate("Missing", module)  # a runner module without its class: no gate, no error
+    assert reg._gates == {}
+
+
+def test_names_are_read_exactly_whatever_their_letters():
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",), uses={"apply": ("X", "gateX")}))
+    assert judge(patch, moe_facts("self, X, *, gateX=None")).verdict is Verdict.APPLIED
+
+
+def test_every_defined_addition_and_every_missing_wrap_is_named():
+    facts = {MOE: module_facts("class MoEMethodBase:\n    def a(self): pass\n    def b(self): pass\n")}
+    adds = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", adds=("a", "b")))
+    assert judge(adds, facts) == PatchReport(APPLY.name, Verdict.NOT_NEEDED, "FastDeploy defines MoEMethodBase.a, b itself")
+    wraps = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("x", "a", "y")))
+    assert judge(wraps, facts) == PatchReport(APPLY.name, Verdict.REFUSED,
+                                              "MoEMethodBase.x is missing; MoEMethodBase.y is missing")
+
+
+def test_a_broken_contract_and_every_name_problem_are_reported_under_the_patch_s_name():
+    def broken(facts):
+        raise ContractBroken("mtp_batch='size' is no variant this patch knows")
+
+    assert judge(dataclasses.replace(APPLY, choose=broken), moe_facts("self")) == PatchReport(
+        APPLY.name, Verdict.REFUSED, "mtp_batch='size' is no variant this patch knows")
+    uses = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",),
+                                                        uses={"forward": ("x",), "apply": ("gate",)}))
+    assert judge(uses, moe_facts("self, layer")) == PatchReport(
+        APPLY.name, Verdict.REFUSED, "MoEMethodBase.forward is missing; MoEMethodBase.apply(self, layer) lacks gate")
+
+
+def test_live_classmethods_and_staticmethods_count_as_methods():
+    class Live:
+        @classmethod
+        def clean(cls, handle):
+            pass
+
+        @staticmethod
+        def helper(a):
+            pass
+
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("clean", "helper"),
+                                                         uses={"clean": ("handle",), "helper": ("a",)}))
+    assert judge(patch, {}, Live).verdict is Verdict.APPLIED
+
+
+def test_every_recorded_report_is_logged_as_its_line(fd_era, caplog):
+    patch = patch_named("capture_stream")
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        report = registry().apply_to_module(patch, importlib.import_module(patch.module))
+    assert report.line() in [r.getMessage() for r in caplog.records]

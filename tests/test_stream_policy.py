@@ -297,3 +297,177 @@ def test_replay_scope_takes_no_lock_once_the_capture_stream_exists(monkeypatch):
     with policy.replay_scope():
         pass
     assert device.log[-2:] == [("wait", "capture", "compute"), ("wait", "compute", "capture")]
+
+
+# ---------------------------------------------------------------- exact behaviour of each piece (issue 11 mutation run)
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("true", True), (" YES ", True), ("On", True), ("0", False),
+                                       ("no", False), ("", False), ("2", False)])
+def test_the_pfcc_flag_values(monkeypatch, value, on):
+    for name in ("deep_ep", "paddlefleet.ops.deep_ep"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setenv("FD_USE_PFCC_DEEP_EP", value)
+    assert torch_api_extensions_may_launch() is on
+
+
+def test_the_escape_message_is_exact():
+    _, _, policy = make(bridged=False)
+    with pytest.raises(CaptureEscapeError) as error:
+        with policy.capture_scope():
+            pass
+    assert str(error.value) == (
+        "A torch-API C++ extension (DeepEP through Paddle's compat layer) launches on c10's current stream, which "
+        "this Paddle keeps apart from Paddle's stream, and it cannot be moved to the capture stream: symbols found "
+        "but no calling convention proven. Its kernels would run outside the graph. Fix one of: run "
+        "`fastdeploy-cudagraph-ext doctor` to see why the c10 bridge is unavailable; use Paddle's in-tree DeepEP "
+        "(unset FD_USE_PFCC_DEEP_EP), which follows Paddle's stream; or disable CUDA graphs (graph_optimization_config "
+        "use_cudagraph=false).")
+
+
+def test_a_c10_that_does_not_move_is_restored_to_its_saved_stream_and_the_message_is_exact():
+    device, c10, policy = make()
+    c10.current = own = device.compute  # the thread has a c10 stream of its own: the plain restore
+    restored = []
+    c10.restore = restored.append
+    c10.set_raw = lambda device_id, raw: c10.sets.append(raw)  # writes do not take
+    with pytest.raises(CaptureEscapeError) as error:
+        with policy.capture_scope():
+            pass
+    assert restored == [own]
+    assert str(error.value).startswith("The c10 current stream did not move to the capture stream (read back a "
+                                       "different stream); extension kernels would run outside the graph. Fix one of:")
+
+
+def test_under_c_a_thread_with_its_own_c10_stream_gets_it_back():
+    device, c10, _ = make()
+    policy = CaptureStreamPolicy(device, C10Status(False, c10, set_moves_framework=True), lambda: True)
+    own = device.current[1] = device.compute
+    c10.current = own
+    restored = []
+    real_restore = c10.restore
+    c10.restore = lambda saved: (restored.append(saved), real_restore(saved))
+    with policy.capture_scope(device_id=0) as capture:
+        assert c10.stream() is capture
+    assert restored == [own] and c10.sets == [capture.handle]
+
+
+def test_under_c_the_default_c10_stream_is_replaced_by_the_framework_stream_being_restored():
+    device, c10, _ = make()
+    policy = CaptureStreamPolicy(device, C10Status(False, c10, set_moves_framework=True), lambda: True)
+    with policy.capture_scope() as capture:
+        pass
+    assert c10.sets == [capture.handle, device.compute.handle] and c10.stream() is device.compute
+
+
+def test_scopes_use_the_device_they_are_given_with_one_capture_stream_each():
+    device, c10, policy = make()
+    with policy.capture_scope(device_id=3) as three:
+        assert device.current[3] is three and 0 not in device.current
+        assert policy._depths() == {3: 1}
+        with policy.replay_scope(device_id=3) as replay:
+            assert replay is three
+        with policy.replay_scope(device_id=0) as zero:
+            assert zero is not three
+    assert policy._depths() == {3: 0}
+    assert device.current[3] is device.compute and policy.capture_stream(3) is three
+    assert policy._streams == {3: three, 0: zero}
+
+
+def test_a_body_error_resets_the_depth_so_the_next_scope_switches_again():
+    device, c10, policy = make()
+    with pytest.raises(ModelError):
+        with policy.capture_scope():
+            raise ModelError("warmup failed")
+    assert policy._depths() == {0: 0}
+    with policy.capture_scope():
+        pass
+    assert device.log.count(("set_stream", "capture")) == 2
+
+
+def test_an_aborted_capture_is_logged(caplog):
+    device, c10, policy = make()
+    with caplog.at_level("WARNING", logger=stream_policy.log.name), pytest.raises(ModelError):
+        with policy.capture_scope():
+            FakeGraph(device).capture_begin()
+            raise ModelError("mid-capture")
+    assert [r.getMessage() for r in caplog.records] == [
+        "capture aborted by an exception: the open capture was ended and discarded"]
+
+
+def test_a_capture_that_stays_open_after_the_discard_is_never_waited_on():
+    device, c10, policy = make()
+    device.end_and_discard_capture = lambda stream: device.log.append(("discard_capture", "ignored"))
+    with pytest.raises(ModelError):
+        with policy.capture_scope():
+            FakeGraph(device).capture_begin()
+            raise ModelError("mid-capture")
+    assert ("wait", "compute", "capture") not in device.log and device.current_stream(0) is device.compute
+
+
+def test_run_all_runs_every_step_and_raises_the_last_error_chained_to_the_earlier():
+    ran = []
+
+    def fail(name):
+        ran.append(name)
+        raise KeyError(name)
+
+    with pytest.raises(KeyError) as error:
+        stream_policy._run_all(lambda: fail("a"), lambda: ran.append("b"), lambda: fail("c"))
+    assert ran == ["a", "b", "c"]
+    assert error.value.args == ("c",) and error.value.__context__.args == ("a",)  # the last, chained to the first
+    stream_policy._run_all()  # nothing to run
+
+
+def test_get_policy_builds_the_paddle_policy_once(monkeypatch):
+    from fastdeploy_cudagraph_ext import paddle_device
+
+    built = []
+    monkeypatch.setattr(paddle_device, "paddle_policy", lambda: built.append("policy") or object())
+    previous = install_policy(None)
+    try:
+        first = get_policy()
+        assert get_policy() is first and built == ["policy"]
+        assert install_policy(None) is first
+    finally:
+        install_policy(previous)
+
+
+def test_each_device_s_capture_stream_is_made_on_that_device():
+    device, c10, policy = make()
+    made = []
+    real = device.new_nonblocking_stream
+    device.new_nonblocking_stream = lambda device_id: (made.append(device_id), real(device_id))[1]
+    policy.capture_stream(2)
+    policy.capture_stream(5)
+    policy.capture_stream(2)
+    assert made == [2, 5]
+
+
+def test_a_thread_that_waited_for_the_lock_takes_the_stream_another_thread_made():
+    device, c10, policy = make()
+    existing = object()
+    got = []
+    with policy._lock:  # another thread is creating the stream right now
+        worker = threading.Thread(target=lambda: got.append(policy.capture_stream(0)))
+        worker.start()
+        worker.join(0.2)  # it missed the lock-free read and now waits for the lock
+        policy._streams[0] = existing
+    worker.join()
+    assert got == [existing] and ("new_stream", "capture") not in device.log
+
+
+def test_a_capture_that_cannot_be_ended_is_logged_with_its_error(caplog):
+    device, c10, policy = make()
+
+    def fail(stream):
+        raise RuntimeError("cudaStreamEndCapture failed")
+
+    device.end_and_discard_capture = fail
+    with caplog.at_level("WARNING", logger=stream_policy.log.name), pytest.raises(ModelError):
+        with policy.capture_scope():
+            FakeGraph(device).capture_begin()
+            raise ModelError("mid-capture")
+    [record] = caplog.records
+    assert record.getMessage() == "could not end the capture left open by the failed body"
+    assert record.exc_info[1].args == ("cudaStreamEndCapture failed",)
