@@ -50,6 +50,14 @@ def _unknown(section: str, keys: list[str], known: frozenset[str] | tuple[str, .
     return PydanticCustomError("unknown_keys", "unknown keys", {"section": section, "keys": found})
 
 
+def _reject_unknown(data: Any, section: str, known: frozenset[str] | tuple[str, ...]) -> None:
+    """A section given as an object may hold only `known` keys; each other key is named with its nearest."""
+    if isinstance(data, dict):
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise _unknown(section, unknown, known)
+
+
 def _json_object(value: Any) -> Any:
     """FastDeploy's CLI takes these configs as JSON strings: accept that form as well as an object."""
     if isinstance(value, str):
@@ -77,10 +85,7 @@ class GraphOptimizationConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = [k for k in data if k not in fastdeploy_cli.GRAPH_OPT_KEYS]
-            if unknown:
-                raise _unknown("launch.graph-optimization-config", unknown, fastdeploy_cli.GRAPH_OPT_KEYS)
+        _reject_unknown(data, "launch.graph-optimization-config", fastdeploy_cli.GRAPH_OPT_KEYS)
         return data
 
 
@@ -97,10 +102,7 @@ class SpeculativeConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = [k for k in data if k not in fastdeploy_cli.SPECULATIVE_KEYS]
-            if unknown:
-                raise _unknown("launch.speculative-config", unknown, fastdeploy_cli.SPECULATIVE_KEYS)
+        _reject_unknown(data, "launch.speculative-config", fastdeploy_cli.SPECULATIVE_KEYS)
         return data
 
 
@@ -130,10 +132,8 @@ class Launch(_Section):
     @model_validator(mode="before")
     @classmethod
     def _known_flags(cls, data: Any) -> Any:
+        _reject_unknown(data, "launch", fastdeploy_cli.ALL_FLAGS)
         if isinstance(data, dict):
-            unknown = [k for k in data if k not in fastdeploy_cli.ALL_FLAGS]
-            if unknown:
-                raise _unknown("launch", unknown, fastdeploy_cli.ALL_FLAGS)
             for key, value in data.items():
                 if key in fastdeploy_cli.SWITCH_FLAGS and not isinstance(value, bool):
                     raise PydanticCustomError("switch_flag", "switch", {"key": key, "value": value})
@@ -163,10 +163,7 @@ class ModelConfigJson(_Section):
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = [k for k in data if k not in cls.model_fields]
-            if unknown:
-                raise _unknown("model_config", unknown, tuple(cls.model_fields))
+        _reject_unknown(data, "model_config", tuple(cls.model_fields))
         return data
 
     num_max_dispatch_tokens_per_rank: int | None = Field(
@@ -182,10 +179,7 @@ class DeploymentConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _known_sections(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = [k for k in data if k not in ("description", "launch", "model_config", "environment")]
-            if unknown:
-                raise _unknown("", unknown, ("description", "launch", "model_config", "environment"))
+        _reject_unknown(data, "", ("description", "launch", "model_config", "environment"))
         return data
 
     @field_validator("environment", mode="after")
