@@ -444,8 +444,8 @@ def _child_command(library: str, framework: str, convention: str) -> list[str]:
     # -I: no PYTHONPATH, user site or cwd on sys.path (a `paddle/` folder in the worker's cwd must not
     # shadow Paddle); our package and the parent's absolute import roots are passed explicitly.
     cwd = os.path.realpath(os.getcwd())
-    roots = [str(Path(__file__).resolve().parent.parent)]
-    roots += [p for p in sys.path if os.path.isabs(p) and os.path.realpath(p) != cwd and p not in roots]
+    ours = str(Path(__file__).resolve().parent.parent)
+    roots = list(dict.fromkeys([ours] + [p for p in sys.path if os.path.isabs(p) and os.path.realpath(p) != cwd]))
     boot = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
             "from fastdeploy_cudagraph_ext.c10_bridge import main; sys.exit(main(sys.argv[2:]))")
     return [sys.executable, "-I", "-c", boot, json.dumps(roots), library, "--framework", framework, "--child", convention]
@@ -595,7 +595,7 @@ def c10_status(library_path: str, framework: str = PADDLE) -> C10Status:
     """The policy's view of this c10: follows the framework, bridged (and how), or unbridgeable with the reason."""
     verdict = probe(library_path, framework)
     if verdict.problem:
-        return C10Status(follows_framework=False, bridge=None, problem=verdict.problem)
+        return C10Status(follows_framework=False, problem=verdict.problem)
     if verdict.behaviour in (HEADER_ONLY, FOLLOWS):
         return C10Status(follows_framework=True)
     try:
@@ -605,7 +605,7 @@ def c10_status(library_path: str, framework: str = PADDLE) -> C10Status:
             f"{verdict.library} was proven drivable in a child process but could not be loaded here: {exc}. "
             f"Fix: import {framework} before building the capture policy."
         )
-        return C10Status(follows_framework=False, bridge=None, problem=problem)
+        return C10Status(follows_framework=False, problem=problem)
     return C10Status(follows_framework=False, bridge=bridge, set_moves_framework=verdict.behaviour == MOVES_FRAMEWORK)
 
 
@@ -632,7 +632,7 @@ def paddle_c10_status() -> C10Status:
     """C10Status for the Paddle device; without Paddle nothing is known, so nothing is claimed to follow."""
     library = paddle_library_path()
     if library is None:
-        return C10Status(follows_framework=False, bridge=None, problem=PADDLE_MISSING)
+        return C10Status(follows_framework=False, problem=PADDLE_MISSING)
     return c10_status(library, PADDLE)
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -163,9 +164,9 @@ def test_classes_map_to_policy_status(fake_libs) -> None:
     follows = c10_status(fake_libs["B32"], FAKE)
     assert follows.follows_framework and follows.bridge is None and follows.problem == ""
     apart = c10_status(fake_libs["A32"], FAKE)
-    assert not apart.follows_framework and apart.bridge is not None and not apart.set_moves_framework
+    assert apart.follows_framework is False and apart.bridge is not None and apart.set_moves_framework is False
     moves = c10_status(fake_libs["C32"], FAKE)
-    assert not moves.follows_framework and moves.bridge is not None and moves.set_moves_framework
+    assert moves.follows_framework is False and moves.bridge is not None and moves.set_moves_framework is True
     assert c10_status(fake_libs["no_symbols"], FAKE) == c10_bridge.C10Status(follows_framework=True)
 
 
@@ -416,7 +417,8 @@ def test_children_ignore_python_environment_variables(fake_libs, tmp_path, monke
 def test_missing_library_names_the_path_and_is_not_cached(tmp_path) -> None:
     missing = str(tmp_path / "libgone.so")
     status = c10_status(missing, FAKE)
-    assert not status.follows_framework and missing in status.problem and "Fix:" in status.problem
+    assert status.follows_framework is False and status.bridge is None
+    assert missing in status.problem and "Fix:" in status.problem
     assert not (tmp_path / "cache").exists()
 
 
@@ -1051,8 +1053,15 @@ def test_main_runs_one_child_when_asked(fake_libs, capsys) -> None:
     codes = []
     in_fresh_thread(lambda: codes.append(c10_bridge.main([fake_libs["A32"], "--framework", FAKE, "--child", MEMORY])))
     assert codes == [0]
-    assert capsys.readouterr().out.splitlines()[-1] == (
-        'C10_BRIDGE_REPORT {"proven": true, "behaviour": "per-thread apart", "stage": "done"}')
+    reports = capsys.readouterr().out.splitlines()
+    assert '{"offset": 24, "stage": "fake streams"}' in [line[len("C10_BRIDGE_REPORT "):] for line in reports]
+    assert reports[-1] == 'C10_BRIDGE_REPORT {"proven": true, "behaviour": "per-thread apart", "stage": "done"}'
+
+
+def test_main_refuses_an_unknown_child_convention(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        c10_bridge.main(["/lib.so", "--child", "regs8"])
+    assert done.value.code == 2 and "--child: invalid choice: 'regs8'" in capsys.readouterr().err
 
 
 def test_a_c10_with_one_stream_for_all_threads_apart_from_the_framework_is_not_bridged(capsys) -> None:
@@ -1149,3 +1158,33 @@ def test_each_report_is_flushed_at_once_so_a_crash_right_after_keeps_it(monkeypa
     c10_bridge._report(stage="dlopen")
     assert events[-1] == ("flush",) and "".join(e[1] for e in events if e[0] == "write") == (
         'C10_BRIDGE_REPORT {"stage": "dlopen"}\n')
+
+
+# ---------------------------------------------------------------- the parent's side of a child
+
+
+def test_child_command_passes_our_package_first_then_the_parent_s_absolute_roots_once(tmp_path, monkeypatch) -> None:
+    ours = str(Path(c10_bridge.__file__).resolve().parent.parent)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", "relative/dir", str(tmp_path), "/abs/one", ours, "/abs/one", "/abs/two"])
+    command = c10_bridge._child_command("/lib.so", FAKE, MEMORY)
+    assert command[:3] == [sys.executable, "-I", "-c"]  # -I: no PYTHONPATH, user site or cwd
+    assert json.loads(command[4]) == [ours, "/abs/one", "/abs/two"]  # not the cwd, nothing relative, no repeats
+    assert command[5:] == ["/lib.so", "--framework", FAKE, "--child", MEMORY]
+
+
+def test_reports_survive_a_garbled_line_before_them() -> None:
+    out = b'noise\nC10_BRIDGE_REPORT {bad\nC10_BRIDGE_REPORT {"a": 1}\n\xff\xfe\nC10_BRIDGE_REPORT {"b": 2}\n'
+    assert c10_bridge._parse_reports(out) == {"a": 1, "b": 2}
+
+
+def test_children_share_one_fresh_named_directory_that_is_removed_after(monkeypatch) -> None:
+    """An operator who finds a leftover probe directory (a killed worker) can tell what wrote it."""
+    child = "import json, os; print('C10_BRIDGE_REPORT ' + json.dumps({'cwd': os.getcwd()}))"
+    monkeypatch.setattr(c10_bridge, "_child_command", lambda *_: [sys.executable, "-c", child])
+    results = c10_bridge._run_children("/lib.so", FAKE)
+    dirs = {result["cwd"] for result in results.values()}
+    assert set(results) == set(c10_bridge.CONVENTIONS) and len(dirs) == 1
+    (workdir,) = dirs
+    assert Path(workdir).name.startswith("fdcg_c10_probe_") and not Path(workdir).exists()
+    assert Path(workdir).parent == Path(os.path.realpath(tempfile.gettempdir()))
