@@ -48,14 +48,16 @@ class _ThreadState(threading.local):
 _state = _ThreadState()
 
 
-@contextmanager
-def suppress_inline_cleans() -> Iterator[None]:
+def _suppress_inline_cleans() -> Iterator[None]:
     """FastDeploy's MoE forward cleans inline; inside this scope those cleans are skipped (the protocol owns them)."""
     _state.suppress_inline_clean += 1
     try:
         yield
     finally:
         _state.suppress_inline_clean -= 1
+
+
+suppress_inline_cleans = contextmanager(_suppress_inline_cleans)  # by assignment: mutmut skips decorated functions
 
 
 def inline_cleans_suppressed() -> bool:
@@ -68,8 +70,7 @@ class _CaptureAudit:
         self.unfinished_hooks: list[str] = []
 
 
-@contextmanager
-def capture_audit(graph_name: str) -> Iterator[None]:
+def _capture_audit(graph_name: str) -> Iterator[None]:
     """Around one backend call that may capture: low-latency calls under capture must come in pairs, hooks called."""
     if _state.audit is not None:  # nested backends (draft inside target) share the outer audit
         yield
@@ -91,6 +92,9 @@ def capture_audit(graph_name: str) -> Iterator[None]:
             f"number. DeepEP flips its double buffer on the host at every call, so replays of this graph would use "
             f"the wrong half. Each MoE layer must dispatch and combine inside the same graph."
         )
+
+
+capture_audit = contextmanager(_capture_audit)  # by assignment: mutmut skips decorated functions
 
 
 def audit_active() -> bool:
