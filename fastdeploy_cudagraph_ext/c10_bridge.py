@@ -514,7 +514,7 @@ def _failure(report: dict) -> str:
         return report["error"]
     if report.get("load_error"):
         return report["load_error"]
-    tail = report.get("stderr_tail", "")
+    tail = report.get("stderr_tail")
     return f"child exited with status {code} during {stage}" + (f": {tail.splitlines()[-1]}" if tail else "")
 
 

@@ -448,8 +448,8 @@ def test_second_probe_is_a_cache_hit_and_a_new_build_is_probed_again(fake_libs, 
     assert cache_file(cache_dir).is_file()
     runs = count_children(monkeypatch)
     again = probe(str(lib), FAKE)
-    assert (again.behaviour, again.convention, again.offset) == (first.behaviour, first.convention, first.offset)
-    assert runs == [] and (first.behaviour, first.convention) == (APART, SRET)
+    assert again == dataclasses.replace(first, attempts={})  # the same verdict, for this library, from the cache
+    assert runs == [] and (first.library, first.behaviour, first.convention) == (str(lib), APART, SRET)
     shutil.copy(fake_libs["A16"], tmp_path / "libnew.so")
     os.replace(tmp_path / "libnew.so", lib)  # another build at the same path (installed by replacing the file)
     assert probe(str(lib), FAKE).convention == REGS16 and len(runs) == 1
@@ -1188,3 +1188,91 @@ def test_children_share_one_fresh_named_directory_that_is_removed_after(monkeypa
     (workdir,) = dirs
     assert Path(workdir).name.startswith("fdcg_c10_probe_") and not Path(workdir).exists()
     assert Path(workdir).parent == Path(os.path.realpath(tempfile.gettempdir()))
+
+
+def test_a_verdict_is_cached_per_framework(fake_libs, monkeypatch) -> None:
+    """The same library driven with another framework's streams is probed again, not answered from the cache."""
+    assert probe(fake_libs["A16"], FAKE).convention == REGS16
+    runs = []
+    monkeypatch.setattr(c10_bridge, "_run_children", lambda library, framework: runs.append(framework) or {
+        conv: {"load_error": "import torch failed", "returncode": 0} for conv in c10_bridge.CONVENTIONS})
+    assert "import torch failed" in probe(fake_libs["A16"], "torch").problem and runs == ["torch"]
+
+
+def test_verdicts_without_children_are_exact(fake_libs, monkeypatch) -> None:
+    library = os.path.realpath(fake_libs["no_symbols"])
+    assert probe(fake_libs["no_symbols"], FAKE) == c10_bridge.C10Verdict(library, (), HEADER_ONLY)
+    monkeypatch.setattr(c10_bridge, "_exported_symbols", lambda library: SYMBOLS[:2])
+    partial = probe(fake_libs["A16"], FAKE)
+    assert (partial.library, partial.symbols_found) == (os.path.realpath(fake_libs["A16"]), SYMBOLS[:2])
+    assert partial.problem.startswith(f"{partial.library} exports some of c10's current-stream functions but not ")
+
+
+def test_two_proven_conventions_are_an_exact_untrusted_verdict() -> None:
+    proven = {"proven": True, "behaviour": APART, "offset": 8}
+    verdict, cacheable = c10_bridge._decide("/l/libc10.so", SYMBOLS, {REGS16: proven, SRET: proven, MEMORY: {}})
+    assert cacheable and (verdict.library, verdict.symbols_found, verdict.convention) == ("/l/libc10.so", SYMBOLS, None)
+    assert verdict.problem.startswith("/l/libc10.so exports c10's current-stream functions, but more than one "
+                                      "calling convention passed, so none can be trusted (each tried in a child")
+
+
+def test_a_child_s_exit_without_stderr_names_status_and_stage_only() -> None:
+    assert c10_bridge._failure({"returncode": 1, "stage": "dlopen"}) == "child exited with status 1 during dlopen"
+
+
+def run_children_of(monkeypatch, child: str) -> dict[str, dict]:
+    monkeypatch.setattr(c10_bridge, "_child_command", lambda library, framework, conv: [
+        sys.executable, "-c", "import json, os, sys, time; conv = " + repr(conv) + "; " + child])
+    return c10_bridge._run_children("/lib.so", FAKE)
+
+
+def test_children_never_read_the_worker_s_stdin(monkeypatch) -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"the worker's input")
+    os.close(write_end)
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        results = run_children_of(monkeypatch, "print('C10_BRIDGE_REPORT ' + json.dumps({'stdin': sys.stdin.read()}))")
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read_end)
+    assert [r["stdin"] for r in results.values()] == [""] * len(c10_bridge.CONVENTIONS)
+
+
+def test_children_s_fates_are_reported_exactly(monkeypatch) -> None:
+    """Each child gets the whole timeout (they run in parallel), and its stderr's last 400 characters are kept."""
+    monkeypatch.setattr(c10_bridge, "CHILD_TIMEOUT_S", 6.0)
+    results = run_children_of(monkeypatch, "time.sleep(1.5); sys.stderr.write('x' * 100 + 'y' * 400 + '\\n  '); sys.exit(3)")
+    assert results == {conv: {"returncode": 3, "timed_out": False, "stderr_tail": "y" * 400}
+                       for conv in c10_bridge.CONVENTIONS}
+
+
+def test_a_child_that_cannot_be_spawned_is_named_by_its_error(fake_libs, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    results = c10_bridge._run_children(fake_libs["A16"], FAKE)
+    assert all(r["spawn_error"].startswith("FileNotFoundError: ") for r in results.values()) and len(results) == 3
+
+
+def test_children_still_running_when_the_parent_fails_are_killed(monkeypatch) -> None:
+    started: list[subprocess.Popen] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    def parse_fails(stdout: bytes) -> dict:
+        raise RuntimeError("parent failed")
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(c10_bridge, "_parse_reports", parse_fails)
+    with pytest.raises(RuntimeError, match="parent failed"):
+        run_children_of(monkeypatch, f"time.sleep(0 if conv == {REGS16!r} else 60)")
+    assert len(started) == 3 and all(proc.returncode is not None for proc in started)
+
+
+def test_a_child_that_removes_its_directory_does_not_fail_the_probe(monkeypatch) -> None:
+    results = run_children_of(monkeypatch, "os.rmdir(os.getcwd()) if conv == " + repr(REGS16) + " else None")
+    assert {conv: r["returncode"] for conv, r in results.items()} == dict.fromkeys(c10_bridge.CONVENTIONS, 0)
