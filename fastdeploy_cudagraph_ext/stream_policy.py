@@ -177,7 +177,7 @@ class CaptureStreamPolicy:
         dev = self._device_id(device_id)
         capture = self.capture_stream(dev)
         depths = self._depths()
-        if depths.get(dev, 0):
+        if depths.get(dev):
             depths[dev] += 1
             try:
                 yield capture
@@ -237,7 +237,7 @@ class CaptureStreamPolicy:
         """Order a replay (which runs on the stream it was captured on) by stream waits alone."""
         dev = self._device_id(device_id)
         capture = self.capture_stream(dev)
-        if self._depths().get(dev, 0):  # replay inside a capture scope is already on the capture stream
+        if self._depths().get(dev):  # replay inside a capture scope is already on the capture stream
             yield capture
             return
         caller = self.device.current_stream(dev)

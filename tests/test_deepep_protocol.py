@@ -126,12 +126,23 @@ def test_low_latency_call_without_receive_hook_fails_under_capture(fd_era, runti
 
 
 def test_hook_not_called_in_the_same_forward_fails_the_capture():
-    with pytest.raises(DeepEPProtocolError, match="returned a receive hook that was not called"):
+    with pytest.raises(DeepEPProtocolError, match="toy: DeepEP low-latency dispatch, combine returned a receive hook "
+                       "that was not called"):
         with capture_audit("toy"):
             from fastdeploy_cudagraph_ext.deepep_protocol import record_low_latency_call
 
             record_low_latency_call("dispatch", lambda: None)
             record_low_latency_call("combine", lambda: None)
+
+
+def test_inline_clean_suppression_nests():
+    from fastdeploy_cudagraph_ext.deepep_protocol import inline_cleans_suppressed, suppress_inline_cleans
+
+    with suppress_inline_cleans():
+        with suppress_inline_cleans():
+            assert inline_cleans_suppressed()
+        assert inline_cleans_suppressed()  # the inner exit must not lift the outer suppression
+    assert not inline_cleans_suppressed()
 
 
 # ---- several EP ranks that differ, each through its own patched runner, MoE layers and graph backend ---------

@@ -4,7 +4,7 @@ import sys
 import threading
 
 import pytest
-from fake_cuda import LEGACY, FakeGraph, RecordingC10, RecordingDevice
+from fake_cuda import LEGACY, FakeGraph, FakeStream, RecordingC10, RecordingDevice
 
 from fastdeploy_cudagraph_ext import stream_policy
 from fastdeploy_cudagraph_ext.stream_policy import (
@@ -471,3 +471,46 @@ def test_a_capture_that_cannot_be_ended_is_logged_with_its_error(caplog):
     [record] = caplog.records
     assert record.getMessage() == "could not end the capture left open by the failed body"
     assert record.exc_info[1].args == ("cudaStreamEndCapture failed",)
+
+
+def test_nested_capture_scopes_count_their_depth_per_device_and_replays_inside_add_no_waits():
+    device, c10, policy = make()
+    with policy.capture_scope(device_id=1):
+        with policy.capture_scope(device_id=1):
+            with policy.capture_scope(device_id=1):
+                assert policy._depths() == {1: 3}
+            assert policy._depths() == {1: 2}
+            logged = len(device.log)
+            with policy.replay_scope(device_id=1):
+                pass
+            assert len(device.log) == logged  # a replay inside a capture is already on the capture stream
+        assert policy._depths() == {1: 1}
+        with policy.replay_scope(device_id=1):
+            pass
+        assert len(device.log) == logged
+    assert policy._depths() == {1: 0}
+    assert device.log.count(("set_stream", "capture")) == 1 and len(c10.sets) == 1
+
+
+def test_replay_and_eager_scopes_use_the_device_they_are_given():
+    device, c10, policy = make()
+    device.current[1] = one = FakeStream("compute-1", blocking=True)
+    with policy.replay_scope(device_id=1) as capture:
+        pass
+    assert device.log[-2:] == [("wait", "capture", "compute-1"), ("wait", "compute-1", "capture")]
+    assert capture is policy.capture_stream(1)
+    with policy.eager_extension_scope(device_id=1):
+        assert c10.stream() is one
+    assert c10.sets == [one.handle] and c10.stream() is LEGACY
+
+
+def test_eager_extension_scope_under_c_restores_c10_before_the_framework_stream():
+    device, c10, _ = make()
+    policy = CaptureStreamPolicy(device, C10Status(False, c10, set_moves_framework=True), lambda: True)
+    own = FakeStream("thread-own", blocking=True)
+    device.current[0] = own  # known to the fake c10's set
+    c10.current = own  # this thread has a c10 stream of its own: it gets it back
+    device.set_current_stream(0, device.compute)
+    with policy.eager_extension_scope():
+        assert c10.stream() is device.compute
+    assert c10.stream() is own and device.current_stream(0) is device.compute
