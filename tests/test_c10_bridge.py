@@ -607,8 +607,8 @@ def test_paddle_report_survives_a_broken_paddle(monkeypatch) -> None:
 ])
 def test_paddle_report_names_the_class_and_what_the_plugin_does(fake_libs, monkeypatch, name, fragments) -> None:
     monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs[name])
-    real_probe = c10_bridge.probe
-    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: real_probe(library, FAKE))
+    real_probe, frameworks = c10_bridge.probe, set()
+    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: frameworks.add(framework) or real_probe(library, FAKE))
     ok, text = paddle_c10_report()
     assert ok and fake_libs[name] in text
     for fragment in fragments:
@@ -937,8 +937,8 @@ def test_paddle_library_is_found_in_the_package_s_libs_folder(tmp_path, monkeypa
 
 def test_paddle_report_is_exact_for_a_bridged_c10_and_names_the_version(fake_libs, monkeypatch) -> None:
     monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs["A48"])
-    real_probe = c10_bridge.probe
-    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: real_probe(library, FAKE))
+    real_probe, frameworks = c10_bridge.probe, set()
+    monkeypatch.setattr(c10_bridge, "probe", lambda library, framework: frameworks.add(framework) or real_probe(library, FAKE))
     versions = {"paddlepaddle-gpu": None, "paddlepaddle": "3.4.0"}
     monkeypatch.setattr(c10_bridge, "_dist_version", versions.get)
     assert paddle_c10_report() == (True, (
@@ -950,6 +950,7 @@ def test_paddle_report_is_exact_for_a_bridged_c10_and_names_the_version(fake_lib
     monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs["B32"])
     assert paddle_c10_report() == (True, (
         f"Paddle unknown version ({fake_libs['B32']}): follows. " + c10_bridge._WHAT_THE_PLUGIN_DOES[FOLLOWS]))
+    assert frameworks == {"paddle"}  # Paddle's library is driven with Paddle's streams
 
 
 def test_paddle_report_of_a_problem_and_of_a_broken_paddle_is_exact(fake_libs, monkeypatch) -> None:
