@@ -211,7 +211,7 @@ def test_a_failing_body_without_an_open_capture_restores_and_waits():
 
 
 @pytest.mark.parametrize("body_raises", [False, True])
-def test_undo_c10_raising_still_restores_the_framework_stream(body_raises):
+def test_undo_c10_raising_still_restores_the_framework_stream(body_raises, caplog):
     device, c10, policy = make()
 
     def broken_restore(saved):
@@ -225,6 +225,10 @@ def test_undo_c10_raising_still_restores_the_framework_stream(body_raises):
                 raise ModelError("the body's error wins")
     assert device.current_stream(0) is device.compute
     assert device.log[-2:] == [("set_stream", "compute"), ("wait", "compute", "capture")]
+    # Under a failing body the restore's own error is logged with its traceback, never raised over the body's.
+    logged = [(r.getMessage(), r.exc_info[1]) for r in caplog.records if r.name == "fastdeploy_cudagraph_ext.stream_policy"]
+    assert [(m, str(e)) for m, e in logged] == ([("restoring the streams after a failed capture scope",
+                                                  "c10 restore failed")] if body_raises else [])
 
 
 def test_eager_extension_scope_restores_the_framework_stream_where_c10_set_moves_it():

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Mutation testing (issue 11): mutmut over the safety-critical modules, the score printed per module. Not CI.
-#   tools/mutation.sh                      # the default modules (a full run takes long on 2 cores: prefer one
-#   JOBS=2 tools/mutation.sh registry      #  module at a time)
+#   tools/mutation.sh                      # the default modules
+#   JOBS=2 tools/mutation.sh registry      # one module (c10_bridge spawns child processes: over an hour on 2
+#                                          # cores, about 6 minutes with JOBS=30 on 32)
 # Needs mutmut 3 (configured in pyproject.toml [tool.mutmut]); PYTHON picks the interpreter (default /work/venv's).
-# mutmut 3 does not mutate decorated functions (the @contextmanager scopes): their branches are guarded by the
-# bite tests instead. Score = (killed + timeout + segfault) / (all mutants that ran): a mutant that crashes the
+# mutmut 3 does not mutate decorated functions, so the policy's and the DeepEP protocol's scopes take
+# contextmanager by assignment and are mutated like the rest. Score = (killed + timeout + segfault) / (all mutants that ran): a mutant that crashes the
 # test process is detected; "no tests" mutants count as survivors.
 # The c10 probe's children: mutmut maps tests to functions by calls in ITS process, so code that only runs in a
 # child is "no tests". In the stats run the children run unmutated code (tests/conftest.py drops the stats mode
@@ -16,12 +17,16 @@
 #                    default_ladder: s*t <= max -> s*t < max (max itself is added right after)
 #   activation       _ensure_visible_logging: StreamHandler(sys.stderr) -> StreamHandler(None) (its default is stderr)
 #   stream_policy    torch_api_extensions_may_launch: default "0" -> "XX0XX" (neither is a true value)
+#                    _capture_scope, _eager_extension_scope: the no-op undo `lambda: None` -> `lambda: 0` (its
+#                    result is never read)
 #   registry         revert: reports.pop(name, None) -> reports.pop(name) (an applied patch always has its report)
 #                    _install: report.variant or "" -> or "XXXX" (an applied report always has its variant)
 #                    _class_methods: base.rsplit(".", 1)[-1] -> rsplit(".") / rsplit(".", 2) (the same last part)
 #                    _live_methods: getattr_static(cls, name, None) -> no default (dir() names are found statically)
 #                    _names: p != "*" -> p != "XX*XX" (a bare "*" gives the empty name, which no contract uses)
-#   c10_bridge       paddle_c10_status: C10Status(..., bridge=None, ...) -> bridge left out (None is its default)
+#   c10_bridge       _parse_reports, _run_children: decode("utf-8") -> "UTF-8" (codec names ignore case)
+#                    _run_children: the 1-second floor of a late child's timeout -> 2 seconds (a tuning value:
+#                    no test pins it without racing the child)
 #                    _Calls.get / from_external: default fill 0 -> 1 (only the callee's object is read back)
 #                    _Calls.__init__ (equivalent on x86-64 SysV, where these tests run): an int8 argtype dropped (the
 #                    callee reads the low byte of the same register); the restype of an sret or void function changed
