@@ -120,13 +120,16 @@ def _cap_problem(inputs: PlanInputs, upper: int) -> str:
     cap = inputs.max_dispatch_tokens_per_rank
     step = inputs.num_speculative_tokens + 1
     sizes = "your cudagraph_capture_sizes" if inputs.capture_sizes else "FastDeploy's default ladder (not your sizes)"
+    fitting = cap // step  # the most requests whose decode tokens fit under the cap; 0: not even one
+    raise_cap = (f"raise num_max_dispatch_tokens_per_rank to {upper} or more in the model's config.json (FastDeploy "
+                 f"reads it from there and uses 128 when it is absent) and set NVSHMEM_QP_DEPTH to at least "
+                 f"{2 * (max(cap, upper) + 1)}")
+    fix = (f"Fix one of: lower --max-num-seqs to {fitting} or less; or {raise_cap}" if fitting else
+           f"Fix: {raise_cap} (no max_num_seqs fits: one request alone decodes k+1={step} tokens)")
     return (
         f"a decode step can carry max_num_seqs*(k+1) = {inputs.max_num_seqs}*{step} = {upper} tokens per rank, over "
         f"DeepEP's low-latency cap num_max_dispatch_tokens_per_rank={cap}; DeepEP asserts on such a batch with or "
-        f"without a CUDA graph, so {sizes} cannot be clamped or dropped to fit. Fix one of: lower "
-        f"--max-num-seqs to {max(cap // step, 1)} or less; or raise num_max_dispatch_tokens_per_rank to {upper} or more "
-        f"in the model's config.json (FastDeploy reads it from there and uses 128 when it is absent) and set "
-        f"NVSHMEM_QP_DEPTH to at least {2 * (max(cap, upper) + 1)}"
+        f"without a CUDA graph, so {sizes} cannot be clamped or dropped to fit. {fix}"
     )
 
 
@@ -184,8 +187,6 @@ def build_plan(inputs: PlanInputs) -> CapturePlan:
     verdicts, general = judge_sizes(inputs)
     problems = [v.problem for v in verdicts if v.problem] + general
     sizes = sorted({v.size for v in verdicts if v.size is not None})
-    if not problems and not sizes:
-        problems.append("no capture size is left; raise max_num_seqs, or disable CUDA graphs")
     if problems:
         raise PlanError(problems)
     warnings = [v.note for v in verdicts if v.note]

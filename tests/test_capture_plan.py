@@ -81,6 +81,16 @@ def test_oversize_for_deepep_cap_names_where_the_cap_lives_and_both_ways_out():
     ]
 
 
+def test_a_cap_below_one_request_s_tokens_asks_for_a_larger_cap_only():
+    with pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=2, num_speculative_tokens=3, expert_parallel=True,
+                              max_dispatch_tokens_per_rank=3))
+    assert error.value.problems[-1].endswith(
+        "cannot be clamped or dropped to fit. Fix: raise num_max_dispatch_tokens_per_rank to 8 or more in the model's "
+        "config.json (FastDeploy reads it from there and uses 128 when it is absent) and set NVSHMEM_QP_DEPTH to at "
+        "least 18 (no max_num_seqs fits: one request alone decodes k+1=4 tokens)")
+
+
 def test_user_sizes_under_the_cap_do_not_hide_larger_eager_batches():
     with pytest.raises(PlanError, match="your cudagraph_capture_sizes cannot be clamped"):
         build_plan(PlanInputs(max_num_seqs=128, num_speculative_tokens=1, capture_sizes=(2, 4, 8), expert_parallel=True,
