@@ -167,6 +167,8 @@ def main() -> None:
         variants[f"{name}.wrapped"] = lambda b=backend: b(forward_meta=step)
     # A/A control: the floor measured a second time, as its own variant; its ratio to the floor is the noise band.
     variants["all_captured.unwrapped_in_replay_scope_again"] = in_replay_scope(unwrapped_view(all_captured))
+    # The wrapper's own decision: the call's entry, looked up as FastDeploy looks it up (the part it cannot skip).
+    variants["entry_lookup"] = lambda: patch_cudagraph_piecewise_backend._token_keyed(all_captured, step)
     variants["replay_scope"] = empty_scope(policy.replay_scope)
     variants["capture_scope"] = empty_scope(policy.capture_scope)
     with fw.framework_ops(dev):  # the step's eager kernels run on the framework's compute stream
@@ -178,14 +180,17 @@ def main() -> None:
     ratios["a_a_control"] = round(
         us["all_captured.unwrapped_in_replay_scope_again"] / us["all_captured.unwrapped_in_replay_scope"], 3)
     ratios["capture_scope_over_replay_scope"] = round(us["capture_scope"] / us["replay_scope"], 3)
+    extra = {name: round(us[f"{name}.wrapped"] - us[f"{name}.unwrapped_in_replay_scope"], 3)
+             for name in ("all_captured", "one_never_captured")}
     card = torch.cuda.get_device_name(dev)
-    print(json.dumps({"card": card, "calls": calls, "us_per_call": us, "ratios": ratios}))
+    print(json.dumps({"card": card, "calls": calls, "us_per_call": us, "ratios": ratios, "wrapper_extra_us": extra}))
     print(f"{card}: wrapped / (FastDeploy's call in the replay scope) = "
           f"{ratios['all_captured.wrapped_over_unwrapped_in_replay_scope']:.3f} (all sizes captured), "
           f"{ratios['one_never_captured.wrapped_over_unwrapped_in_replay_scope']:.3f} (one size never captured), "
           f"A/A control {ratios['a_a_control']:.3f}; "
           f"unwrapped {us['all_captured.unwrapped']:.2f} us, replay scope alone {us['replay_scope']:.2f} us, "
-          f"capture scope alone {us['capture_scope']:.2f} us")
+          f"capture scope alone {us['capture_scope']:.2f} us; wrapped - floor = {extra['all_captured']:.2f} / "
+          f"{extra['one_never_captured']:.2f} us, the entry lookup alone {us['entry_lookup']:.2f} us")
 
 if __name__ == "__main__":
     main()
