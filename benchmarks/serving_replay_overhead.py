@@ -13,8 +13,9 @@ is the bottleneck), for a backend whose sizes are all captured and for one with 
 Done when wrapped / unwrapped_in_replay_scope is ~1.0 for both backends, within the A/A control's noise (the floor
 measured twice): the wrapper adds the two waits and the entry lookup FastDeploy itself makes, nothing else. Both
 sides are called as instances, as the runner calls the backend. Streams are modelled as in tests/gpu (framework
-stream apart from c10, c10 moved by the ctypes bridge); the backend is our own minimal model of FastDeploy 2.3's CudaGraphPiecewiseBackend (entries keyed
-by padded token count, warmups + capture on first use), written from the facts in fastdeploy-surface.md.
+stream apart from c10, c10 moved by the ctypes bridge); the backend is our own minimal model of FastDeploy 2.3's
+CudaGraphPiecewiseBackend (entries keyed by padded token count, warmups + capture on first use), written from the
+facts in fastdeploy-surface.md.
 
 Usage: PYTHONPATH=. python benchmarks/serving_replay_overhead.py [calls]   (default 20000)
 """
@@ -160,7 +161,8 @@ def main() -> None:
         return call
 
     variants: dict[str, Callable[[], object]] = {}
-    for name, backend in (("all_captured", all_captured), ("one_never_captured", one_never)):
+    backends = {"all_captured": all_captured, "one_never_captured": one_never}
+    for name, backend in backends.items():
         plain = unwrapped_view(backend)
         variants[f"{name}.unwrapped"] = lambda b=plain: b(forward_meta=step)
         variants[f"{name}.unwrapped_in_replay_scope"] = in_replay_scope(plain)
@@ -176,12 +178,12 @@ def main() -> None:
     # The floor is FastDeploy's own call inside the replay scope: the two waits are the wrapper's whole job.
     ratios = {f"{name}.wrapped_over_unwrapped_in_replay_scope": round(
         us[f"{name}.wrapped"] / us[f"{name}.unwrapped_in_replay_scope"], 3)
-        for name in ("all_captured", "one_never_captured")}
+        for name in backends}
     ratios["a_a_control"] = round(
         us["all_captured.unwrapped_in_replay_scope_again"] / us["all_captured.unwrapped_in_replay_scope"], 3)
     ratios["capture_scope_over_replay_scope"] = round(us["capture_scope"] / us["replay_scope"], 3)
     extra = {name: round(us[f"{name}.wrapped"] - us[f"{name}.unwrapped_in_replay_scope"], 3)
-             for name in ("all_captured", "one_never_captured")}
+             for name in backends}
     card = torch.cuda.get_device_name(dev)
     print(json.dumps({"card": card, "calls": calls, "us_per_call": us, "ratios": ratios, "wrapper_extra_us": extra}))
     print(f"{card}: wrapped / (FastDeploy's call in the replay scope) = "

@@ -1181,9 +1181,7 @@ def test_reports_survive_a_garbled_line_before_them() -> None:
 
 def test_children_share_one_fresh_named_directory_that_is_removed_after(monkeypatch) -> None:
     """An operator who finds a leftover probe directory (a killed worker) can tell what wrote it."""
-    child = "import json, os; print('C10_BRIDGE_REPORT ' + json.dumps({'cwd': os.getcwd()}))"
-    monkeypatch.setattr(c10_bridge, "_child_command", lambda *_: [sys.executable, "-c", child])
-    results = c10_bridge._run_children("/lib.so", FAKE)
+    results = run_children_of(monkeypatch, "print('C10_BRIDGE_REPORT ' + json.dumps({'cwd': os.getcwd()}))")
     dirs = {result["cwd"] for result in results.values()}
     assert set(results) == set(c10_bridge.CONVENTIONS) and len(dirs) == 1
     (workdir,) = dirs

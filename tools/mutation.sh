@@ -5,8 +5,8 @@
 #                                          # cores, about 6 minutes with JOBS=30 on 32)
 # Needs mutmut 3 (configured in pyproject.toml [tool.mutmut]); PYTHON picks the interpreter (default /work/venv's).
 # mutmut 3 does not mutate decorated functions, so the policy's and the DeepEP protocol's scopes take
-# contextmanager by assignment and are mutated like the rest. Score = (killed + timeout + segfault) / (all mutants that ran): a mutant that crashes the
-# test process is detected; "no tests" mutants count as survivors.
+# contextmanager by assignment and are mutated like the rest. Score = (killed + timeout + segfault) / (all mutants
+# that ran): a mutant that crashes the test process is detected; "no tests" mutants count as survivors.
 # The c10 probe's children: mutmut maps tests to functions by calls in ITS process, so code that only runs in a
 # child is "no tests". In the stats run the children run unmutated code (tests/conftest.py drops the stats mode
 # from their environment: from their neutral cwd they could not load mutmut's config); the child's side is also
