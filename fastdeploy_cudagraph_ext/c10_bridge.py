@@ -11,7 +11,9 @@ build (shared/design/cuda-facts.md); symbol presence alone does not tell, behavi
 * per-thread apart (PyTorch; Paddle develop #78584, "A"): a thread-local current stream that Paddle
   never moves. Bridged: moved to the capture stream and restored.
 * per-thread, set moves the framework (Paddle PR #78902, "C"): thread-local, but a set also moves
-  Paddle's stream. Bridged, and never restored through a set that would null Paddle's stream.
+  Paddle's stream, deleting a stream Paddle's context still owns (clear=true). Bridged, only after
+  Paddle's stream was switched through Paddle's own API (which drops that ownership), and never
+  restored through a set that would null Paddle's stream.
 
 The exported `CUDAStream` differs between builds, so so does the calling convention:
 * "regs16": PyTorch's 16-byte trivially copyable object, in two registers both ways;
@@ -646,8 +648,9 @@ _WHAT_THE_PLUGIN_DOES = {
     APART: "c10 keeps a per-thread current stream apart from Paddle's (develop, Paddle PR #78584): the plugin moves "
     "it to the capture stream for warmup and capture, reads it back, and restores it afterwards.",
     MOVES_FRAMEWORK: "c10 keeps a per-thread current stream whose set also moves Paddle's stream (Paddle PR #78902): "
-    "the plugin moves c10 to the capture stream, then restores c10 and Paddle's stream, never setting c10 to the "
-    "thread's default stream (that would null Paddle's stream).",
+    "the plugin switches Paddle's stream through Paddle's own API before every c10 set (that set would delete the "
+    "stream Paddle's context still owns), moves c10 to the capture stream, then restores c10 and Paddle's stream, "
+    "never setting c10 to the thread's default stream (that would null Paddle's stream).",
 }
 
 
