@@ -27,8 +27,8 @@ sentinel pointer through getStreamFromExternal shows where the stream id lives, 
 streams made by the framework adapter (`paddle`, `torch`, or `fake` for our g++ test libraries)
 set -> get -> restore must round-trip and the behaviour is classified. The parent calls only a
 convention that exactly one child proved. Symbols (so header-only) are read in-process every
-time; only child verdicts are cached (c10_cache.py), keyed by the library build, never trusted
-for a library path.
+time; only child verdicts are cached (c10_cache.py), keyed by the library's content (ELF build id,
+else a hash of the file), never trusted for a library path.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .c10_cache import locked_cache
+from .c10_cache import library_identity, locked_cache
 from .stream_policy import C10Status
 
 GET = "_ZN3c104cuda20getCurrentCUDAStreamEa"
@@ -438,8 +438,10 @@ def _exported_symbols(library: str) -> tuple[str, ...]:
 
 
 def _build_key(library: str, framework: str) -> str:
-    st = os.stat(library)
-    return f"v{PROBE_VERSION}|{platform.machine()}|{framework}|{library}|{st.st_size}|{st.st_mtime_ns}"
+    # The content, not the file's size and mtime: a rebuilt library copied over the old one with `cp -p`
+    # (or a container layer) keeps both.
+    return (f"v{PROBE_VERSION}|{platform.machine()}|{framework}|{library}|{os.stat(library).st_size}|"
+            f"{library_identity(library)}")
 
 
 def _child_command(library: str, framework: str, convention: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
 import json
 import re
 import logging
@@ -52,6 +53,9 @@ VARIANTS.update({
     # PR #78902's revision whose get falls back to the framework stream on a thread that never set c10
     "C_unset_follows48": ["-DLAYOUT=48", "-DSEM_C", "-DUNSET_FOLLOWS"],
     "C_unset_follows32": ["-DLAYOUT=32", "-DSEM_C", "-DUNSET_FOLLOWS"],
+    # linked without an ELF build id: the verdict cache keys them by a hash of the file
+    "A32_no_build_id": ["-DLAYOUT=32", "-DSEM_A", "-Wl,--build-id=none"],
+    "C32_no_build_id": ["-DLAYOUT=32", "-DSEM_C", "-Wl,--build-id=none"],
 })
 FRAMEWORK_START = 0x5000  # the fake framework stream of device 0 before anything moves it
 
@@ -577,6 +581,56 @@ def test_second_probe_is_a_cache_hit_and_a_new_build_is_probed_again(fake_libs, 
     shutil.copy(fake_libs["A16"], tmp_path / "libnew.so")
     os.replace(tmp_path / "libnew.so", lib)  # another build at the same path (installed by replacing the file)
     assert probe(str(lib), FAKE).convention == REGS16 and len(runs) == 1
+
+
+@pytest.mark.parametrize("pair", [("A32", "C32"), ("A32_no_build_id", "C32_no_build_id")])
+def test_a_library_replaced_in_place_with_the_same_size_and_mtime_is_probed_afresh(
+        fake_libs, tmp_path, monkeypatch, pair) -> None:
+    """`cp -p` of a rebuilt library (or a container layer) keeps the path, inode, size and mtime: only the
+    content (ELF build id, else a hash of the file) tells the builds apart."""
+    old, new = (Path(fake_libs[name]).read_bytes() for name in pair)
+    size = max(len(old), len(new))  # zero padding after the ELF contents leaves a library loadable
+    lib = tmp_path / "libphi_core.so"
+    lib.write_bytes(old.ljust(size, b"\0"))
+    # The parent never maps this file (rewriting a mapped library in place would corrupt this process);
+    # the children that probe it are fresh processes.
+    monkeypatch.setattr(c10_bridge, "_exported_symbols", lambda library: SYMBOLS)
+    assert probe(str(lib), FAKE).behaviour == APART
+    before = lib.stat()
+    with open(lib, "r+b") as fh:  # in place: same inode
+        fh.write(new.ljust(size, b"\0"))
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = lib.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    runs = count_children(monkeypatch)
+    assert probe(str(lib), FAKE).behaviour == MOVES_FRAMEWORK and len(runs) == 1
+    assert probe(str(lib), FAKE).behaviour == MOVES_FRAMEWORK and len(runs) == 1  # the new build's verdict is cached
+
+
+def test_a_library_s_identity_is_its_build_id_else_its_hash_read_once_per_process(fake_libs, monkeypatch) -> None:
+    reads: list[str] = []
+    real = c10_cache._content_identity
+    monkeypatch.setattr(c10_cache, "_content_identity", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(c10_cache, "_identities", {})
+    plain, lib = (os.path.realpath(fake_libs[name]) for name in ("A32_no_build_id", "A32"))
+    assert c10_cache.library_identity(plain) == "sha256:" + hashlib.sha256(Path(plain).read_bytes()).hexdigest()
+    with_id = c10_cache.library_identity(lib)
+    assert re.fullmatch(r"build-id:[0-9a-f]{40}", with_id)
+    readelf = shutil.which("readelf")
+    if readelf:
+        notes = subprocess.run([readelf, "-n", lib], capture_output=True, text=True, check=True).stdout
+        assert with_id == "build-id:" + re.search(r"Build ID: ([0-9a-f]+)", notes).group(1)
+    assert c10_cache.library_identity(lib) == with_id
+    probe(lib, FAKE)
+    probe(lib, FAKE)
+    assert reads == [plain, lib]  # once per process and file
+
+
+@pytest.mark.parametrize("content", [b"", b"\x7fELF", b"not a library at all", b"\x7fELF\x01\x01" + bytes(58)])
+def test_files_that_are_not_64_bit_elf_are_hashed(tmp_path, content: bytes) -> None:
+    path = tmp_path / "lib.so"
+    path.write_bytes(content)
+    assert c10_cache.library_identity(str(path)) == "sha256:" + hashlib.sha256(content).hexdigest()
 
 
 def test_the_cache_never_holds_a_library_path_or_a_header_only_verdict(fake_libs, cache_dir) -> None:
