@@ -352,6 +352,8 @@ def _classify(calls: _Calls, offset: int, fw: FrameworkStreams) -> None:
     raws = [fw.raw_handle(s) for s in streams]
     original = fw.current_stream(dev)
 
+    # The framework's own switch comes before any c10 set: under C it drops the framework's ownership of its
+    # first stream, which C's set (clear=true) would delete (and the stream put back below would be dead).
     _report(stage="move the framework's stream, then getCurrentCUDAStream")
     fw.set_current_stream(dev, streams[0])
     follows_framework = c10_raw() == raws[0]

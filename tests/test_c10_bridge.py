@@ -848,11 +848,14 @@ def child_reports(capsys, convention: str, library: str, framework: str = FAKE) 
 ])
 def test_the_child_proves_the_right_convention_stage_by_stage(fake_libs, capsys, name, convention, offset, behaviour):
     side = SideDoors(fake_libs[name])
-    side.set_framework(0, FRAMEWORK_START)
+    side.reset()  # a fresh process's framework, which owns its first stream
     reports = child_reports(capsys, convention, fake_libs[name])
     assert reports == [*PROBE_STAGES, {"offset": offset, "stage": "fake streams"}, *CLASSIFY_STAGES,
                        {"proven": True, "behaviour": behaviour, "stage": "done"}]
     assert side.framework(0) == FRAMEWORK_START  # the child puts the framework's stream back
+    # It moves the framework's stream through the framework (clear=false) before any c10 set: under C nothing
+    # is destroyed, and the stream it puts back is alive.
+    assert (side.destroyed_streams(), side.destroyed_uses()) == ([], 0)
 
 
 def test_the_child_reports_a_set_that_does_not_take(fake_libs, capsys):
