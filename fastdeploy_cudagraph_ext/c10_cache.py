@@ -21,7 +21,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 CACHE_ENV = "FD_CUDAGRAPH_EXT_CACHE_DIR"
 FILE_NAME = "c10_bridge.json"
@@ -100,7 +100,7 @@ _NT_GNU_BUILD_ID = 3
 _HASH_CHUNK = 1 << 20
 
 
-def _elf_build_id(fh) -> str | None:
+def _elf_build_id(fh: BinaryIO) -> str | None:
     """The GNU build id among the notes of a 64-bit little-endian ELF file (x86-64, aarch64), or None: another
     file, or one linked without a build id (such files are hashed instead)."""
     head = fh.read(64)
