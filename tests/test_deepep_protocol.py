@@ -13,11 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastdeploy_cudagraph_ext as ext
+from fastdeploy_cudagraph_ext import deepep_agreement
 from fastdeploy_cudagraph_ext.deepep_protocol import (DeepEPProtocolError, LowLatencyBufferProtocol, capture_audit,
                                                       install_protocol)
 from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
 
 pytestmark = pytest.mark.standin
+
+
+@pytest.fixture(autouse=True)
+def one_rank_group(monkeypatch):
+    """Paddle's all_gather_object needs a launched distributed job: one rank gathers its own plan here."""
+    monkeypatch.setattr(deepep_agreement, "paddle_all_gather", lambda group: lambda plan: [plan])
 
 
 class MixedEPWorker:
@@ -29,13 +36,13 @@ class MixedEPWorker:
         moe_base = importlib.import_module("fastdeploy.model_executor.layers.moe.fused_moe_backend_base")
         backend_module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
         runner_module = importlib.import_module("fastdeploy.worker.gpu_model_runner")
+        self.runner = runner_module.GPUModelRunner(self.fd_config, "gpu", 0, 0, 0)  # as FastDeploy: before the model
         self.moe = moe_base.MoEMethodBase(self.fd_config)
         self.layers = [SimpleNamespace(fd_config=self.fd_config, layer_idx=i) for i in range(layers)]
         self.dispatch_only = dispatch_only
         self.out = paddle.zeros([4])
         args = (self.fd_config, self.forward) if fd_era == "2.3" else (self.fd_config, self.forward, self.forward)
         self.backend = backend_module.CudaGraphPiecewiseBackend(*args)
-        self.runner = runner_module.GPUModelRunner(self.fd_config, "gpu", 0, 0, 0)
 
     def forward(self, **kwargs):
         x = paddle.zeros([4])
