@@ -30,9 +30,11 @@ def one_rank_group(monkeypatch):
 class MixedEPWorker:
     """One EP rank through the patched FastDeploy stand-ins: runner step decision, MoE forward, graph backend."""
 
-    def __init__(self, fd_era, torch_api=True, layers=2, dispatch_only=False, buffer=None):
+    def __init__(self, fd_era, torch_api=True, layers=2, dispatch_only=False, buffer=None, setup=None):
         self.buffer = CURRENT["buffer"] = buffer or SimBuffer(torch_api=torch_api)
         self.fd_config = make_fd_config(k=0, max_num_seqs=4, sizes=(1, 2, 4), ep=True, cap=128)
+        if setup is not None:  # a test's own FastDeploy settings, before anything is built
+            setup(self.fd_config)
         moe_base = importlib.import_module("fastdeploy.model_executor.layers.moe.fused_moe_backend_base")
         backend_module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
         runner_module = importlib.import_module("fastdeploy.worker.gpu_model_runner")

@@ -219,7 +219,9 @@ class EngineCommon:
         return out, hook
 
     def _clean(self):
-        self._lazy_buffer().clean_low_latency_buffer(self.num_max_dispatch_tokens_per_rank, self.hidden_size, self.num_experts)
+        if self.buffer is None:  # as FastDeploy's DeepEPBuffer.clean_low_latency_buffer: no buffer, no clean
+            return
+        self.buffer.clean_low_latency_buffer(self.num_max_dispatch_tokens_per_rank, self.hidden_size, self.num_experts)
 
 
 class MoECommon:
