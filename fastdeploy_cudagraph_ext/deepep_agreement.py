@@ -28,7 +28,8 @@ class RankPlan:
 
 
 _FIXES = {
-    "capture_sizes": "give every rank the same --graph-optimization-config (cudagraph_capture_sizes) and --max-num-seqs",
+    "capture_sizes": "give every rank the same --graph-optimization-config (cudagraph_capture_sizes) and "
+                     "--max-num-seqs",
     "num_speculative_tokens": "give every rank the same --speculative-config",
     "num_max_dispatch_tokens_per_rank": "give every rank the same model config.json (num_max_dispatch_tokens_per_rank)",
     "hidden_size": "serve the same model on every rank",

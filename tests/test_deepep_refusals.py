@@ -198,7 +198,7 @@ def test_ranks_that_differ_in_any_value_all_stop_with_one_message(field):
     odd = dataclasses.replace(BASE, **{field: DIFFERENT[field]})
     outcomes = run_ranks([BASE, BASE, odd, BASE])
     assert len(set(outcomes)) == 1, outcomes  # every rank stops, with the same message
-    shown = lambda v: repr(list(v) if isinstance(v, tuple) else v)  # noqa: E731
+    shown = lambda v: repr(list(v) if isinstance(v, tuple) else v)
     assert f"{field}: ranks 0, 1, 3 {shown(getattr(BASE, field))}; rank 2 {shown(DIFFERENT[field])}" in outcomes[0]
     assert outcomes[0].startswith("fastdeploy-cudagraph-ext stops every EP rank before DeepEP's first collective: "
                                   "the 4 ranks disagree")
