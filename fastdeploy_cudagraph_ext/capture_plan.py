@@ -262,8 +262,8 @@ def plan_inputs(settings: DeploymentSettings) -> PlanInputs:
 def plan_deployment(settings: DeploymentSettings) -> CapturePlan | None:
     """The decode capture plan of a deployment; None when it captures no decode graph (see
     `no_decode_graphs_reason`). Raises PlanError listing every problem."""
-    if normal_mode_graph_problems(settings):  # DeepEP normal-mode kernels in a graph (deepep_graphs.py)
-        raise PlanError(normal_mode_graph_problems(settings))
+    if refused := normal_mode_graph_problems(settings):  # DeepEP normal-mode kernels in a graph (deepep_graphs.py)
+        raise PlanError(refused)
     if no_decode_graphs_reason(settings) is not None:
         return None
     return build_plan(plan_inputs(settings))

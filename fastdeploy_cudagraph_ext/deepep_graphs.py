@@ -113,8 +113,9 @@ def normal_mode_graph_problems(settings: DeploymentSettings) -> list[str]:
     return judge_normal_mode_graphs(settings).problems
 
 
-def _switch(value: object) -> bool:
-    return bool(int(value)) if isinstance(value, str) and value.strip().isdigit() else bool(value)
+def _env_flag(value: str) -> bool:
+    """As FastDeploy's envs.py reads its flags: bool(int(value)) (a value it cannot parse fails FastDeploy itself)."""
+    return value.strip().isdigit() and int(value) != 0
 
 
 def graph_settings_of_config(launch_extra: Mapping[str, object], graph_extra: Mapping[str, object],
@@ -124,7 +125,7 @@ def graph_settings_of_config(launch_extra: Mapping[str, object], graph_extra: Ma
         graph_opt_level=graph_opt_level,
         full_cuda_graph=bool(graph_extra.get("full_cuda_graph", True)),
         worst_num_tokens=bool(launch_extra.get(WORST_TOKENS_FLAG, False)),
-        torch_api_deepep=_switch(environment.get(TORCH_API_DEEPEP, "0")),
+        torch_api_deepep=_env_flag(str(environment.get(TORCH_API_DEEPEP, "0"))),
         nnodes=nnodes,
     )
 
@@ -153,7 +154,7 @@ def graph_settings_of_fd_config(fd_config: object, line: LineGraphs) -> DeepEPGr
         graph_opt_level=int(getattr(graph, "graph_opt_level", 0) or 0),
         full_cuda_graph=bool(getattr(graph, "full_cuda_graph", True)),
         worst_num_tokens=bool(getattr(parallel, "ep_prefill_use_worst_num_tokens", False)),
-        torch_api_deepep=_switch(os.environ.get(TORCH_API_DEEPEP, "0")),
+        torch_api_deepep=_env_flag(os.environ.get(TORCH_API_DEEPEP, "0")),
         nnodes=int(getattr(fd_config, "nnode", None) or getattr(parallel, "nnode", None) or 1),
         line=line,
     )

@@ -164,3 +164,32 @@ def test_the_gate_refuses_expert_parallelism_without_fastdeploys_ep_group(fd_era
     with pytest.raises(PlanError, match=r"FastDeploy's EP process group was not found \(ParallelConfig.ep_group\)"):
         runner_module.GPUModelRunner(fd_config, "gpu", 0, 0, 0)
     assert deepep_agreement.exchange.all_gather is None
+
+
+# ---- per FastDeploy line, from the real sources' facts (patches/releases/*.json) --------------------------------
+
+RELEASES = Path(__file__).resolve().parent.parent / "patches" / "releases"
+LINE_FACTS = {  # (prefill-only graphs, split prefill graphs, num_worst_tokens passed, draft phase)
+    "2.2.0": (False, False, "none", "force_draft_phase_on_parallel_config"),  # no proposer write at all
+    "2.2.x": (False, False, "none", "force_draft_phase_on_parallel_config"),
+    "2.3": (True, False, "none", "force_draft_phase_on_model_config"),  # written to parallel_config, read on model
+    "2.4": (True, False, "none", "draft_phase_follows"),
+    "2.5": (True, True, "none", "draft_phase_follows"),  # capture_model_prefill_and_mixed
+    "2.6": (True, True, "FD_USE_PFCC_DEEP_EP", "draft_phase_follows"),  # --ep-prefill-use-worst-num-tokens
+    "develop": (True, True, "FD_USE_PFCC_DEEP_EP", "draft_phase_follows"),
+}
+
+
+@pytest.mark.parametrize("line", LINE_FACTS)
+def test_each_line_s_graphs_and_draft_phase_come_from_its_sources(line):
+    from fastdeploy_cudagraph_ext import fd_facts
+    from fastdeploy_cudagraph_ext.deepep_graphs import line_graphs_of
+    from fastdeploy_cudagraph_ext.patch import patch_gpu_model_runner_step
+    from fastdeploy_cudagraph_ext.registry import judge
+
+    facts = fd_facts.facts_from_json(json.loads((RELEASES / f"fd-{line}.json").read_text())["modules"])
+    markers = {k: v for module in facts.values() for k, v in module.markers.items()}
+    prefill_only, split, worst, draft = LINE_FACTS[line]
+    assert line_graphs_of(markers) == LineGraphs(prefill_only, split, worst)
+    assert judge(patch_gpu_model_runner_step.PATCH, facts).variant == draft
+    assert markers["ParallelConfig.expert_parallel_group.attribute"] == "ep_group"

@@ -26,12 +26,11 @@ log = logging.getLogger("fastdeploy_cudagraph_ext")
 
 
 def ensure_buffer(engine: object) -> None:
-    """Create FastDeploy's DeepEP buffer (low-latency mode in mixed EP) now, eagerly, if it was dropped."""
-    if getattr(engine, "deepep_engine", None) is not None:  # 2.2.0: the Buffer; 2.2.x+: a property over it
-        return
-    create = getattr(engine, "create_deep_ep_buffer", None) or engine.get_low_latency_buffer  # 2.2.x+ / 2.2.0
-    log.info("fastdeploy-cudagraph-ext: DeepEP buffer created eagerly before the low-latency clean")
-    create()
+    """Create FastDeploy's DeepEP buffer (low-latency mode in mixed EP) now, eagerly, if it was dropped. Only
+    2.2.x+ can drop it (clear_deep_ep_buffer), and they rebuild it with create_deep_ep_buffer."""
+    if getattr(engine, "deepep_engine", None) is None and hasattr(engine, "create_deep_ep_buffer"):
+        log.info("fastdeploy-cudagraph-ext: DeepEP buffer created eagerly before the low-latency clean")
+        engine.create_deep_ep_buffer()
 
 
 def clean_through_fastdeploy() -> None:
