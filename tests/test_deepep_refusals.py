@@ -209,23 +209,27 @@ def test_ranks_that_agree_all_go_on():
     assert run_ranks([BASE] * 4) == ["agreed"] * 4
 
 
-def test_the_worker_exchanges_its_plan_once_before_deepep_builds_its_buffer(fd_era, runtime, monkeypatch):
+@pytest.mark.parametrize("field", list(DIFFERENT))
+def test_the_worker_exchanges_its_plan_once_before_deepep_builds_its_buffer(fd_era, runtime, monkeypatch, field):
+    """Rank 0 is this worker (runner gate, then FastDeploy's MoE layers build the engine); rank 1 differs."""
     sent = []
 
-    def peers_with_a_larger_cap(group):
+    def peer_that_differs(group):
         def gather(plan):
             sent.append((group, plan))
-            return [plan, {**plan, "num_max_dispatch_tokens_per_rank": 256}]
+            return [plan, {**plan, field: DIFFERENT[field]}]
         return gather
 
-    monkeypatch.setattr(deepep_agreement, "paddle_all_gather", peers_with_a_larger_cap)
+    monkeypatch.setattr(deepep_agreement, "paddle_all_gather", peer_that_differs)
     monkeypatch.setenv("NVSHMEM_QP_DEPTH", "1024")
     ext.activate()
     with pytest.raises(RankDisagreement) as error:
-        MixedEPWorker(fd_era)  # runner (gate), then FastDeploy's MoE layers build the DeepEP engine
-    assert "num_max_dispatch_tokens_per_rank: rank 0 128; rank 1 256" in str(error.value)
+        MixedEPWorker(fd_era)
+    (group, plan), = sent  # once, through FastDeploy's EP group, before the engine's buffer exists
+    shown = repr(list(DIFFERENT[field]) if isinstance(DIFFERENT[field], tuple) else DIFFERENT[field])
+    mine = plan[field]
+    assert f"{field}: rank 0 {repr(list(mine) if isinstance(mine, tuple) else mine)}; rank 1 {shown}" in str(error.value)
     assert deepep_protocol.current_engine() is None and CURRENT["buffer"].collective.barriers == [0]
-    (group, plan), = sent  # once, through FastDeploy's EP group
     assert group is not None and group.ranks == list(range(8))
     assert plan == {"capture_sizes": (4, 2, 1), "num_speculative_tokens": 0, "num_max_dispatch_tokens_per_rank": 128,
                     "hidden_size": 8, "num_experts": 4, "nvshmem_qp_depth": "1024", "plugin_version": ext.__version__,
