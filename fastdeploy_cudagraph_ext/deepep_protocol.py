@@ -86,7 +86,7 @@ def _layer_name() -> str:
 
 class _NormalModeCaptures:
     """Set once by the runner gate: whether this deployment may capture normal-mode kernels (intranode with a
-    fixed worst-case token count), and the gate's words for it."""
+    fixed worst-case token count)."""
 
     allowed = False
 
@@ -116,7 +116,7 @@ def check_buffer_creation(what: str, is_capturing: bool) -> None:
             f"buffer allocates and synchronizes every EP rank, which a graph cannot hold. The plugin creates the "
             f"buffer eagerly before the first capture: this creation comes from code that rebuilt or dropped it "
             f"after that (e.g. DeepEPBufferManager.clear_buffer between captures). Fix: recreate the buffer "
-            f"(DeepEPBufferManager.recreate_buffer) before capture_model, or clear the graphs (clear_graph) with it."
+            f"(DeepEPBufferManager.recreate_buffer) before capture_model."
         )
 
 

@@ -10,7 +10,8 @@ import paddle
 import pytest
 from deep_ep_sim import CURRENT
 from fake_cuda import FakeGraph
-from test_deepep_protocol import MixedEPWorker, one_rank_group  # noqa: F401 - one rank gathers its own plan
+from deep_ep_sim import Collective
+from test_deepep_protocol import MixedEPWorker, SimRank, one_rank_group, rank_group  # noqa: F401 - fixtures
 
 import fastdeploy_cudagraph_ext as ext
 from fastdeploy_cudagraph_ext import deepep_agreement, deepep_protocol
@@ -47,6 +48,19 @@ def test_a_normal_mode_call_inside_a_capture_is_refused_and_the_capture_discarde
     assert "Fix: capture decode steps only (cudagraph_only_prefill: false, full_cuda_graph: true)" in str(error.value)
     assert ("discard_capture", "capture") in runtime.device.log and entry(worker).cuda_graph is None
     assert not runtime.device.is_capturing()
+
+
+def test_every_rank_refuses_a_prefill_capture_before_any_collective(rank_group, fd_era):
+    """Four EP ranks, each its own runner, device and graph backend: all take the same (agreed) prefill step into
+    a capture, and each stops in its first MoE layer, before a barrier or a low-latency kernel."""
+    collective = Collective(4)
+    ranks = [SimRank(r, fd_era, rank_group, collective) for r in range(4)]
+    for rank in ranks:
+        with rank.running(), pytest.raises(DeepEPProtocolError, match="MoE layer 0 .*: DeepEP normal-mode dispatch"):
+            prefill_capture(rank.worker)
+        assert ("discard_capture", "capture") in rank.device.log
+    assert collective.barriers == [0, 0, 0, 0]
+    assert all(buffer.low_latency_kernels == [] for buffer in rank_group.buffers)
 
 
 def test_the_capturable_case_captures_normal_mode_kernels(fd_era, runtime, monkeypatch):
