@@ -11,6 +11,8 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
+from .deepep_graphs import DeepEPGraphSettings, normal_mode_graph_problems
+
 log = logging.getLogger("fastdeploy_cudagraph_ext")
 
 MAX_SPECULATIVE_TOKENS = 5  # FastDeploy's SpeculativeConfig accepts k in 1..5
@@ -226,6 +228,7 @@ class DeploymentSettings:
     internode: bool = False
     nvshmem_qp_depth: int | None = None  # None: DeepEP's default
     round_sizes: bool = False  # FD_CUDAGRAPH_EXT_ROUND_SIZES
+    deepep: DeepEPGraphSettings | None = None  # which DeepEP kernels a graph would hold (deepep_graphs.py)
 
 
 def no_decode_graphs_reason(settings: DeploymentSettings) -> str | None:
@@ -259,6 +262,8 @@ def plan_inputs(settings: DeploymentSettings) -> PlanInputs:
 def plan_deployment(settings: DeploymentSettings) -> CapturePlan | None:
     """The decode capture plan of a deployment; None when it captures no decode graph (see
     `no_decode_graphs_reason`). Raises PlanError listing every problem."""
+    if refused := normal_mode_graph_problems(settings):  # DeepEP normal-mode kernels in a graph (deepep_graphs.py)
+        raise PlanError(refused)
     if no_decode_graphs_reason(settings) is not None:
         return None
     return build_plan(plan_inputs(settings))

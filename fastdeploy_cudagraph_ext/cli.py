@@ -11,6 +11,7 @@ import sys
 from dataclasses import asdict
 
 from . import deployment
+from .deepep_graphs import judge_normal_mode_graphs
 from .capture_plan import (PlanError, expected_decode_len, judge_sizes, no_decode_graphs_reason, plan_deployment,
                            plan_inputs)
 
@@ -63,13 +64,15 @@ def _plan(config: deployment.DeploymentConfig) -> dict:
            "captures": [], "warnings": [], "problems": [], "verdicts": [],
            "launch": {"nodes": config.launch.ips or [], "command": config.launch_command()}}
     verdicts, general = judge_sizes(plan_inputs(settings))
+    deepep = judge_normal_mode_graphs(settings)  # DeepEP normal-mode kernels in graphs (deepep_graphs.py)
     if out["no_decode_graphs"] is not None:
-        out["warnings"] = general  # not about graphs, but the server meets them all the same
+        out["warnings"] = general + deepep.allowed  # not about decode graphs, but the server meets them all the same
+        out["ok"], out["problems"] = not deepep.problems, deepep.problems
         return out
     out["verdicts"] = verdicts
     try:
         plan = plan_deployment(settings)
-        out["captures"], out["warnings"] = [asdict(c) for c in plan.captures], plan.warnings
+        out["captures"], out["warnings"] = [asdict(c) for c in plan.captures], plan.warnings + deepep.allowed
     except PlanError as error:
         out["ok"], out["problems"] = False, error.problems
     return out
@@ -80,6 +83,7 @@ def _plan_text(name: str, config: deployment.DeploymentConfig, result: dict) -> 
              *_describe(config), ""]
     if result["no_decode_graphs"] is not None:
         lines.append(f"no decode graphs: {result['no_decode_graphs']}")
+        lines += [f"plan refused: {p}" for p in result["problems"]]
     else:
         lines += _table(config.settings(), result["verdicts"]) + [""]
         if result["ok"]:

@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from . import fastdeploy_cli, flags
 from .capture_plan import DeploymentSettings, warmup_token_budget
+from .deepep_graphs import graph_settings_of_config
 from .resources import data_files
 
 DEFAULT_CONFIG = "ernie45-300b-a47b-ep8-mixed-mtp1"
@@ -241,6 +242,8 @@ class DeploymentConfig(_Section):
             internode=self.nnodes() > 1 or launch.use_internode_ll_two_stage,
             nvshmem_qp_depth=None if depth is None else int(depth),
             round_sizes=flags.read_bool(flags.ROUND_SIZES, env),
+            deepep=graph_settings_of_config(launch.passthrough(), graph.model_extra or {}, graph.graph_opt_level, env,
+                                            self.nnodes()),
         )
 
     def assumed_defaults(self) -> list[str]:

@@ -272,15 +272,14 @@ def _add_group_verdicts(report: DoctorReport, root: Path | None, config: deploym
 
 def _check_deployment(report: DoctorReport, name: str, config: deployment.DeploymentConfig) -> None:
     settings = config.settings()
-    reason = no_decode_graphs_reason(settings)
-    if reason is not None:
-        report.add(f"deployment {name}", "ok", reason)
-        return
     try:
-        plan = plan_deployment(settings)
+        plan = plan_deployment(settings)  # refuses DeepEP normal-mode graphs even without decode graphs
     except PlanError as error:
         for problem in error.problems:
             report.add(f"deployment {name}", "fail", problem)
+        return
+    if plan is None:
+        report.add(f"deployment {name}", "ok", no_decode_graphs_reason(settings))
         return
     report.add(f"deployment {name}", "ok", f"plan OK: {len(plan.captures)} decode graphs {plan.sizes}")
 

@@ -397,8 +397,42 @@ def _plugin_markers(tree: ast.Module) -> dict[str, str]:
     return out
 
 
+# -- DeepEP under graphs (deepep engineer; read by deepep_graphs.py and the deepep patches) ----------------------
+def _deepep_graph_markers(tree: ast.Module) -> dict[str, str]:
+    """Which captures hold prefill (normal-mode) MoE steps, whether normal dispatch gets a fixed worst-case token
+    count, where the MTP draft model's MoE phase is written, and which process group FastDeploy builds for EP."""
+    out: dict[str, str] = {}
+    split = _method(tree, "GPUModelRunner", "capture_model_prefill_and_mixed")
+    if split is not None:  # static split-graph mode (2.5+): prefill/mixed steps captured
+        out["GPUModelRunner.capture_model_prefill_and_mixed.captures_graphs"] = _yes(any(
+            isinstance(_kwarg(c, "in_capturing"), ast.Constant) and _kwarg(c, "in_capturing").value is True
+            for c in _calls(split, "_dummy_run")))
+    step = _method(tree, "GPUModelRunner", "initialize_forward_meta")
+    if step is not None:  # the draft model's own config copy: is the agreed phase written where its MoE reads it?
+        owners = [n.value.attr for n in _in_order(n for n in ast.walk(step) if isinstance(n, ast.Attribute))
+                  if n.attr == "moe_phase" and isinstance(n.value, ast.Attribute) and _mentions(n.value, "proposer")]
+        out["GPUModelRunner.initialize_forward_meta.proposer_moe_phase_on"] = owners[0] if owners else "none"
+    dispatch = _method(tree, "EPPrefillRunner", "dispatch")
+    if dispatch is not None:  # DeepEP normal dispatch is capturable only with num_worst_tokens (intranode)
+        passes = [n for n in ast.walk(dispatch) if (isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant)
+                  and n.slice.value == "num_worst_tokens" and isinstance(n.ctx, ast.Store))
+                  or (isinstance(n, ast.keyword) and n.arg == "num_worst_tokens")]
+        guards = {a.attr for n in ast.walk(dispatch) if isinstance(n, ast.If) and any(p in list(ast.walk(n))
+                  for p in passes) for a in ast.walk(n.test) if isinstance(a, ast.Attribute) and a.attr.isupper()}
+        out["EPPrefillRunner.dispatch.num_worst_tokens"] = "none" if not passes else \
+            ",".join(sorted(guards)) or "always"
+    parallel = _class(tree, "ParallelConfig")
+    if parallel is not None:
+        groups = [t.attr for n in ast.walk(parallel) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                  and _dotted(n.value.func).endswith("new_group") and _mentions(n.value, "expert_parallel_size")
+                  for t in n.targets if isinstance(t, ast.Attribute)]
+        out["ParallelConfig.expert_parallel_group.attribute"] = groups[0] if groups else "none"
+    return out
+
+
 _MARKER_READERS: tuple[Callable[[ast.Module], dict[str, str]], ...] = (
-    _runner_markers, _config_markers, _backend_markers, _moe_markers, _ep_markers, _plugin_markers)
+    _runner_markers, _config_markers, _backend_markers, _moe_markers, _ep_markers, _plugin_markers,
+    _deepep_graph_markers)
 
 
 def markers(tree: ast.Module) -> dict[str, str]:
