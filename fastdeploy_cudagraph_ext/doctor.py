@@ -79,7 +79,7 @@ class DoctorReport:
                 + ", ".join(dict.fromkeys(f.check for f in failures)) + "), each in a FAIL line above")
 
     def exit_code(self) -> int:
-        return 1 if self.failures() else 0
+        return 2 if self.failures() else 0  # "refused" in the CLI's exit-code table
 
     def text(self) -> str:
         width = max((len(f.check) for f in self.findings), default=0)
@@ -236,7 +236,7 @@ def _check_qp_depth(report: DoctorReport, env: dict[str, str], config: deploymen
     raw = env.get("NVSHMEM_QP_DEPTH")
     cap = config.dispatch_cap() if config is not None else deployment.FD_DEFAULT_DISPATCH_CAP
     whose = "this deployment's" if config is not None else "FastDeploy's default"
-    if config is not None and not config.launch.enable_expert_parallel:
+    if config is not None and not config.uses_expert_parallel():
         return
     if raw is None:
         status = "ok" if DEEPEP_DEFAULT_QP_DEPTH >= 2 * (cap + 1) else "fail"
