@@ -38,10 +38,15 @@ class Problem:
     fixes: tuple[Fix, ...] = ()  # alternatives; each one applied removes this problem
 
 
-def default_ladder(max_capture_size: int, tokens_per_request: int = 1) -> list[int]:
-    """FastDeploy's default size ladder (1, 2, 4, step 8 to 128, 16 to 256, 32 to 1024) scaled, capped, ascending."""
-    base = [1, 2, 4] + [8 * i for i in range(1, 17)] + [16 * i for i in range(9, 17)] + [32 * i for i in range(9, 33)]
-    sizes = {s * tokens_per_request for s in base if s * tokens_per_request <= max_capture_size}
+# FastDeploy's usual ladder (1, 2, 4, step 8 to 128, 16 to 256, 32 to 1024); 2.2.0's lacks 288..512. A line's own
+# comes from its facts (fd_lines), in the worker from the imported config module.
+USUAL_LADDER = (1, 2, 4, *range(8, 129, 8), *range(144, 257, 16), *range(288, 1025, 32))
+
+
+def default_ladder(max_capture_size: int, tokens_per_request: int = 1,
+                   base: tuple[int, ...] | None = None) -> list[int]:
+    """FastDeploy's default size ladder (`base`, else USUAL_LADDER) scaled, capped, ascending, with the maximum."""
+    sizes = {s * tokens_per_request for s in (base or USUAL_LADDER) if s * tokens_per_request <= max_capture_size}
     sizes.add(max_capture_size)
     return sorted(sizes)
 
@@ -58,6 +63,7 @@ class PlanInputs:
     internode: bool = False
     nvshmem_qp_depth: int | None = None  # None: DeepEP's default
     round_sizes: bool = False  # opt-in: round sizes that are not multiples of k+1
+    ladder_base: tuple[int, ...] | None = None  # FastDeploy's ladder at scale 1; None: USUAL_LADDER
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,8 @@ def judge_sizes(inputs: PlanInputs) -> tuple[list[SizeVerdict], list[Problem]]:
         _check_deepep_limits(inputs, general)
         if decode_tokens > inputs.max_dispatch_tokens_per_rank:
             general.append(_cap_problem(inputs, decode_tokens))
-    requested = default_ladder(upper, step) if inputs.capture_sizes is None else sorted(set(inputs.capture_sizes))
+    requested = (default_ladder(upper, step, inputs.ladder_base) if inputs.capture_sizes is None
+                 else sorted(set(inputs.capture_sizes)))
     over_cap = inputs.expert_parallel and decode_tokens > inputs.max_dispatch_tokens_per_rank
     verdicts = []
     for size in requested:
@@ -274,6 +281,7 @@ class DeploymentSettings:
     internode: bool = False
     nvshmem_qp_depth: int | None = None  # None: DeepEP's default
     round_sizes: bool = False  # FD_CUDAGRAPH_EXT_ROUND_SIZES
+    ladder_base: tuple[int, ...] | None = None  # the line's default ladder at scale 1; None: USUAL_LADDER
 
 
 def no_decode_graphs_reason(settings: DeploymentSettings) -> str | None:
@@ -301,6 +309,7 @@ def plan_inputs(settings: DeploymentSettings) -> PlanInputs:
         internode=settings.internode,
         nvshmem_qp_depth=settings.nvshmem_qp_depth,
         round_sizes=settings.round_sizes,
+        ladder_base=settings.ladder_base,
     )
 
 

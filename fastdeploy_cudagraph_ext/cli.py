@@ -11,9 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
-from . import deployment
-from .capture_plan import (CAPTURED, NOT_MULTIPLE, NOT_POSITIVE, OVER_CAP, OVER_MAX, ROUNDED, PlanError,
-                           expected_decode_len, judge_sizes, no_decode_graphs_reason, plan_deployment, plan_inputs)
+from . import deployment, fd_lines
+from .capture_plan import (CAPTURED, NOT_MULTIPLE, NOT_POSITIVE, OVER_CAP, OVER_MAX, ROUNDED, PlanError, Problem,
+                           SizeVerdict, judge_sizes,
+                           no_decode_graphs_reason, plan_deployment, plan_inputs)
+
+DROPPED = "dropped_by_fastdeploy"  # a written size the line's FDConfig drops: its worker never sees it
 
 # The one exit-code table of plan, doctor and --help (README's "The command line" shows it; a test pins both).
 OK, INTERNAL_ERROR, REFUSED, USER_ERROR = 0, 1, 2, 3
@@ -54,6 +57,8 @@ def _print(text: str, stream=None) -> None:
 
 def _status(verdict, plan_ok: bool, settings) -> str:
     step = settings.num_speculative_tokens + 1
+    if verdict.status == DROPPED:
+        return f"dropped by FastDeploy: over its largest size {verdict.note}"
     return {
         CAPTURED: "OK" if plan_ok else "valid (plan refused)",
         ROUNDED: (f"OK, rounded from {verdict.requested}" if plan_ok else
@@ -65,21 +70,28 @@ def _status(verdict, plan_ok: bool, settings) -> str:
     }[verdict.status]
 
 
-def _rows(settings, verdicts, plan_ok: bool) -> list[dict]:
+def _rows(settings, verdicts, plan_ok: bool, fd: fd_lines.FDConfigSizes, factor: int) -> list[dict]:
+    """One row per size the worker meets (in tokens), and one per written size FDConfig dropped."""
     step = settings.num_speculative_tokens + 1
+    written = {tokens: size for size, tokens in fd.written.items()}
+    dropped = [SizeVerdict(s * factor, None, note=str(fd.largest), status=DROPPED) for s in fd.dropped]
     rows = []
-    for v in sorted(verdicts, key=lambda v: v.requested, reverse=True):
+    for v in sorted([*verdicts, *dropped], key=lambda v: v.requested, reverse=True):
         size = v.size if v.size is not None else v.requested
-        rows.append({"requested": v.requested, "size": size, "status": v.status,
+        text = _status(v, plan_ok, settings)
+        if factor > 1 and v.requested in written:
+            text += f" (written {written[v.requested]} requests)"
+        elif factor > 1 and v.status == DROPPED:
+            text += f" (written {v.requested // factor} requests)"
+        rows.append({"written": written.get(v.requested, v.requested // factor if v.status == DROPPED else None),
+                     "requested": v.requested, "size": size, "status": v.status,
                      "captured": plan_ok and v.size is not None,
-                     "batch": None if v.size is None else size // step,
-                     "text": _status(v, plan_ok, settings)})
+                     "batch": None if v.size is None else size // step, "text": text})
     return rows
 
 
-def _table(settings, rows: list[dict], show_all: bool) -> list[str]:
+def _table(settings, rows: list[dict], show_all: bool, decode_len: int) -> list[str]:
     cap = str(settings.max_dispatch_tokens_per_rank) if settings.expert_parallel else "-"
-    decode_len = expected_decode_len(settings.num_speculative_tokens)
     header = f"{'size':>6} {'batch':>6} {'decode_len':>10} {'tokens/rank':>12} {'cap':>5}  status"
 
     def line(r: dict) -> str:
@@ -93,8 +105,8 @@ def _table(settings, rows: list[dict], show_all: bool) -> list[str]:
     return [header, "-" * len(header), *body]
 
 
-def _describe(config: deployment.DeploymentConfig) -> list[str]:
-    s = config.settings()
+def _describe(config: deployment.DeploymentConfig, line: fd_lines.LineSizing, chosen: str) -> list[str]:
+    s = config.settings(line)
     mtp = (f"MTP k={s.num_speculative_tokens} ({s.num_speculative_tokens + 1} tokens per request)"
            if s.num_speculative_tokens else "no MTP (1 token per request)")
     if s.expert_parallel:
@@ -112,7 +124,8 @@ def _describe(config: deployment.DeploymentConfig) -> list[str]:
     plugin = ("on (FD_CUDAGRAPH_EXT and FD_PLUGINS set)" if config.plugin_enabled() else
               "OFF: FD_CUDAGRAPH_EXT is not set to 1 in environment, so FastDeploy runs without the plugin and this "
               "plan only shows what it would do; add \"FD_CUDAGRAPH_EXT\": \"1\"")
-    return [f"settings   : {mtp}; max-num-seqs {s.max_num_seqs}; {ep}",
+    return [f"fastdeploy : {line.label()}, {chosen}: {line.meaning(s.num_speculative_tokens)}",
+            f"settings   : {mtp}; max-num-seqs {s.max_num_seqs}; {ep}",
             "defaults   : " + ("; ".join(config.assumed_defaults()) or "none assumed: every value is explicit"),
             f"plugin     : {plugin}"]
 
@@ -129,13 +142,18 @@ def _launch(config: deployment.DeploymentConfig, result: dict) -> list[str]:
     return [f"{where}{carries}:", f"  {launch['command']}"]
 
 
-def _plan(config: deployment.DeploymentConfig) -> dict:
-    """Everything `plan` reports, as data (text and JSON are two renderings of it)."""
-    settings = config.settings()
-    out = {"ok": True, "settings": asdict(settings), "assumed_defaults": config.assumed_defaults(),
+def _plan(config: deployment.DeploymentConfig, line: fd_lines.LineSizing, chosen: str = "--fd-line") -> dict:
+    """Everything `plan` reports for one FastDeploy line, as data (text and JSON are two renderings of it)."""
+    settings = config.settings(line)
+    k = settings.num_speculative_tokens
+    fd = config.fdconfig_sizes(line)
+    out = {"ok": True, "fastdeploy_line": {"line": line.line, "commit": line.commit, "chosen": chosen,
+                                           "sizes_mean": line.meaning(k)},
+           "settings": asdict(settings), "assumed_defaults": config.assumed_defaults(),
            "plugin_enabled": config.plugin_enabled(), "no_decode_graphs": no_decode_graphs_reason(settings),
-           "expert_parallel_degree": config.expert_parallel_degree(),
+           "expert_parallel_degree": config.expert_parallel_degree(), "decode_len": line.decode_len(k),
            "captures": [], "warnings": [], "problems": [], "fixes": [], "sizes": []}
+    refusals = config.line_problems(line)  # FastDeploy itself stops first
     verdicts, general = judge_sizes(plan_inputs(settings))
     if out["no_decode_graphs"] is not None:
         out["warnings"] = [p.text for p in general]  # not about graphs, but the server meets them all the same
@@ -144,10 +162,17 @@ def _plan(config: deployment.DeploymentConfig) -> dict:
             plan = plan_deployment(settings)
             out["captures"], out["warnings"] = [asdict(c) for c in plan.captures], plan.warnings
         except PlanError as error:
-            out["ok"], out["problems"] = False, error.problems
-            out["fixes"] = [[[asdict(e) for e in deployment.plan_fix_edits(f)] for f in fixes]
-                            for fixes in error.fixes]
-        out["sizes"] = _rows(settings, verdicts, out["ok"])
+            refusals += [Problem(text, tuple(fixes)) for text, fixes in zip(error.problems, error.fixes)]
+        if fd.dropped:
+            out["warnings"].append(f"FastDeploy {line.line} keeps sizes up to {fd.largest} tokens and drops the "
+                                   f"larger written sizes {list(fd.dropped)} without a word: they are not captured")
+    if refusals:
+        out["ok"], out["captures"] = False, []
+        out["problems"] = [p.text for p in refusals]
+        out["fixes"] = [[[asdict(e) for e in deployment.plan_fix_edits(f)] for f in p.fixes] for p in refusals]
+    if out["no_decode_graphs"] is None:
+        factor = k + 1 if line.sizes_are_requests else 1
+        out["sizes"] = _rows(settings, verdicts, out["ok"], fd, factor)
     withheld = None if out["ok"] else ("the worker would refuse this plan (see the problems above), so this line "
                                        "would stop at start-up; fix them and run plan again")
     out["launch"] = {"nodes": config.launch.ips or [], "command": None if withheld else config.launch_command(),
@@ -156,13 +181,18 @@ def _plan(config: deployment.DeploymentConfig) -> dict:
     return out
 
 
-def _plan_text(name: str, config: deployment.DeploymentConfig, result: dict, show_all: bool) -> str:
+def _plan_text(name: str, config: deployment.DeploymentConfig, result: dict, show_all: bool,
+               line: fd_lines.LineSizing) -> str:
     lines = [f"deployment : {name}" + (f" - {config.description}" if config.description else ""),
-             *_describe(config), ""]
+             *_describe(config, line, result["fastdeploy_line"]["chosen"]), ""]
     if result["no_decode_graphs"] is not None:
         lines.append(f"no decode graphs: {result['no_decode_graphs']}")
+        if not result["ok"]:
+            lines.append("plan refused: the worker would stop before loading weights, because:")
+            lines += [f"  - {p}" for p in result["problems"]]
     else:
-        lines += _table(config.settings(), result["sizes"], show_all) + [f"({TABLE_LEGEND})", ""]
+        lines += _table(config.settings(line), result["sizes"], show_all, result["decode_len"])
+        lines += [f"({TABLE_LEGEND})", ""]
         if result["ok"]:
             lines.append(f"plan OK: {len(result['captures'])} decode graphs; the worker accepts this deployment")
         else:
@@ -227,11 +257,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         name, config = deployment.load(args.config)
     except deployment.ConfigError as error:
         return _error(args, error)
-    result = _plan(config)
+    line, chosen = ((fd_lines.line(args.fd_line), "--fd-line") if args.fd_line else fd_lines.installed_or_newest())
+    result = _plan(config, line, chosen)
     if args.json:
         _print(json.dumps({"deployment": name, **result}, indent=2))
     else:
-        _print(_plan_text(name, config, result, args.all))
+        _print(_plan_text(name, config, result, args.all, line))
     return OK if result["ok"] else REFUSED
 
 
@@ -270,6 +301,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--export", nargs="+", metavar=("NAME", "FILE"),
                       help="write the bundled config NAME to FILE (default NAME.json here; never overwrites) to "
                            "start your own deployment config from")
+    plan.add_argument("--fd-line", choices=list(fd_lines.lines()),
+                      help="the FastDeploy release line whose FDConfig lays the sizes out (what a size means, the "
+                           "default ladder and its cap); default: the installed FastDeploy's line, else the newest")
     plan.add_argument("--all", action="store_true", help=f"show every row of a table longer than {LONG_TABLE} rows")
     plan.add_argument("--json", action="store_true",
                       help="print the result as one JSON object (errors too, with each problem's fixes as edits)")

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from . import fastdeploy_cli, flags
-from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, DeploymentSettings, warmup_token_budget
+from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, DeploymentSettings, Problem, warmup_token_budget
+from .fd_lines import FDConfigSizes, LineSizing
 from .resources import data_files
 
 DEFAULT_CONFIG = "ernie45-300b-a47b-ep8-mixed-mtp1"
@@ -274,15 +275,25 @@ class DeploymentConfig(_Section):
         cap = self.model_json.num_max_dispatch_tokens_per_rank
         return FD_DEFAULT_DISPATCH_CAP if cap is None else cap
 
-    def settings(self) -> DeploymentSettings:
+    def fdconfig_sizes(self, line: LineSizing) -> FDConfigSizes:
+        """The decode sizes that line's FDConfig makes of this config (what its worker reads)."""
+        sizes = self.launch.graph_optimization_config.cudagraph_capture_sizes
+        return line.fdconfig_sizes(self.launch.max_num_seqs, self.speculative_tokens(),
+                                   None if sizes is None else tuple(sizes))
+
+    def settings(self, line: LineSizing) -> DeploymentSettings:
+        """What the worker on that FastDeploy line reads from its FDConfig (sizes as FDConfig computed them)."""
         launch, graph = self.launch, self.launch.graph_optimization_config
         env = {k: str(v) for k, v in self.environment.items()}
         k = self.speculative_tokens()
         depth = self.env("NVSHMEM_QP_DEPTH")
+        fd = self.fdconfig_sizes(line)
         return DeploymentSettings(
             max_num_seqs=launch.max_num_seqs,
             num_speculative_tokens=k,
-            capture_sizes=None if graph.cudagraph_capture_sizes is None else tuple(graph.cudagraph_capture_sizes),
+            # [] stays [] (refused as in FastDeploy); a list FDConfig emptied is what the worker meets
+            capture_sizes=() if graph.cudagraph_capture_sizes == [] else fd.sizes,
+            ladder_cap=fd.largest if fd.sizes is None else None,
             max_chunk_tokens=warmup_token_budget(launch.splitwise_role, launch.max_num_seqs, k,
                                                  launch.max_num_batched_tokens or FD_DEFAULT_BATCHED_TOKENS),
             use_cudagraph=graph.use_cudagraph,
@@ -293,7 +304,17 @@ class DeploymentConfig(_Section):
             internode=self.nnodes() > 1 or launch.use_internode_ll_two_stage,
             nvshmem_qp_depth=None if depth is None else int(depth),
             round_sizes=flags.read_bool(flags.ROUND_SIZES, env),
+            ladder_base=line.ladder_base,
         )
+
+    def line_problems(self, line: LineSizing) -> list[Problem]:
+        """What that line's FastDeploy itself refuses at start-up, before any plugin code runs."""
+        limit, seqs = line.max_num_seqs_limit, self.launch.max_num_seqs
+        if limit is None or seqs <= limit:
+            return []
+        return [Problem(f"max-num-seqs {seqs} is above {limit}, which {line.label()} asserts at start-up "
+                        f"(FDConfig.check: max_num_seqs <= {limit}). Fix: lower --max-num-seqs to {limit} or less",
+                        ({"max_num_seqs": limit},))]
 
     def assumed_defaults(self) -> list[str]:
         """FastDeploy defaults the plan relies on because the config leaves them out (shown in the plan)."""

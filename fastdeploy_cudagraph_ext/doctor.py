@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import deployment, flags
+from . import deployment, fd_lines, flags
 from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, PlanError, no_decode_graphs_reason, plan_deployment
 from .fd_facts import installed_root
 
@@ -158,10 +158,11 @@ def _group_needed(group: str, config: deployment.DeploymentConfig | None) -> str
     """Why this deployment needs a group (None: it does not); without a deployment every group may be needed."""
     if config is None:
         return "run doctor --config to decide for your deployment"
-    s = config.settings()
-    need = {"capture_stream": s.use_cudagraph,
-            "mtp_sizing": s.use_cudagraph and s.num_speculative_tokens > 0 and not s.cudagraph_only_prefill,
-            "deepep_mixed": s.use_cudagraph and s.expert_parallel and s.splitwise_role == "mixed"}
+    graph, k = config.launch.graph_optimization_config, config.speculative_tokens()
+    need = {"capture_stream": graph.use_cudagraph,
+            "mtp_sizing": graph.use_cudagraph and k > 0 and not graph.cudagraph_only_prefill,
+            "deepep_mixed": graph.use_cudagraph and config.uses_expert_parallel()
+            and config.launch.splitwise_role == "mixed"}
     return "this deployment needs it" if need.get(group, True) else None
 
 
@@ -270,19 +271,23 @@ def _add_group_verdicts(report: DoctorReport, root: Path | None, config: deploym
             report.add(f"group {v.group}", "fail", f"refused: {v.reason} ({need})")
 
 
-def _check_deployment(report: DoctorReport, name: str, config: deployment.DeploymentConfig) -> None:
-    settings = config.settings()
+def _check_deployment(report: DoctorReport, name: str, config: deployment.DeploymentConfig,
+                      line: fd_lines.LineSizing) -> None:
+    """The deployment's plan as this machine's FastDeploy line (`line`) lays its sizes out."""
+    settings = config.settings(line)
+    refused = [p.text for p in config.line_problems(line)]
     reason = no_decode_graphs_reason(settings)
-    if reason is not None:
-        report.add(f"deployment {name}", "ok", reason)
-        return
-    try:
-        plan = plan_deployment(settings)
-    except PlanError as error:
-        for problem in error.problems:
-            report.add(f"deployment {name}", "fail", problem)
-        return
-    report.add(f"deployment {name}", "ok", f"plan OK: {len(plan.captures)} decode graphs {plan.sizes}")
+    plan = None
+    if reason is None:
+        try:
+            plan = plan_deployment(settings)
+        except PlanError as error:
+            refused += error.problems
+    for problem in refused:
+        report.add(f"deployment {name}", "fail", problem)
+    if not refused:
+        report.add(f"deployment {name}", "ok", reason if plan is None else
+                   f"plan OK on {line.label()}: {len(plan.captures)} decode graphs {plan.sizes}")
 
 
 def run_doctor(deployed: tuple[str, deployment.DeploymentConfig] | None = None) -> DoctorReport:
@@ -305,7 +310,7 @@ def run_doctor(deployed: tuple[str, deployment.DeploymentConfig] | None = None) 
     if version is not None:
         _add_group_verdicts(report, None, config)
     if config is not None:
-        _check_deployment(report, name, config)
+        _check_deployment(report, name, config, fd_lines.line_of_version(version) or fd_lines.newest())
     return report
 
 

@@ -59,14 +59,14 @@ def test_multi_node_launch_line_carries_the_nodes(capsys):
 def test_plan_reports_why_each_bad_size_is_refused(tmp_path, capsys):
     config = json.loads(deployment.bundled_text("deepseek-v3-ep16-mixed-mtp3"))
     config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = [6, 8, 512]
-    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 2
+    assert cli.main(["plan", "--config", write(tmp_path, config), "--fd-line", "2.5"]) == 2
     out = capsys.readouterr().out
     assert "plan refused: the worker would stop before loading weights, because:" in out
     assert "  - capture size 6 is not a multiple of k+1=4 (each request decodes 4 tokens); nearest valid sizes: 4, 8" in out
-    assert "  - capture size 512 exceeds max_num_seqs*(k+1)=256; remove it or raise max_num_seqs" in out
-    assert "     8      2          8            8   256  valid (plan refused)" in out
-    assert "   512      -          8          512   256  over max_num_seqs*(k+1)=256" in out
-    assert "     6      -          8            6   256  not a multiple of k+1=4" in out
+    assert "     8      2          7            8   256  valid (plan refused)" in out  # 2.5's own loop: 2k+1 steps
+    # FDConfig 2.5 keeps sizes up to max_num_seqs*(k+1) tokens and drops larger ones before the worker sees them
+    assert "   512      -          7          512   256  dropped by FastDeploy: over its largest size 256" in out
+    assert "     6      -          7            6   256  not a multiple of k+1=4" in out
     assert "launch: not shown: the worker would refuse this plan" in out and "api_server" not in out
 
 
@@ -128,14 +128,14 @@ def test_json_errors_are_json(tmp_path, capsys):
     assert error["ok"] is False and error["error"] == "config" and error["problems"][0].startswith("is a directory")
 
 
-def test_ten_thousand_sizes_plan_with_a_warning(tmp_path, capsys):
+def test_many_sizes_plan_with_a_warning(tmp_path, capsys):
     config = copy.deepcopy(ERNIE)
     del config["launch"]["enable-expert-parallel"]
-    config["launch"]["max-num-seqs"] = 10_000
-    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = list(range(2, 20_001, 2))
-    assert cli.main(["plan", "--config", write(tmp_path, config)]) == 0
+    config["launch"]["max-num-seqs"] = 256  # the most FastDeploy 2.5 accepts (FDConfig.check)
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = list(range(2, 513, 2))
+    assert cli.main(["plan", "--config", write(tmp_path, config), "--fd-line", "2.5"]) == 0
     out = capsys.readouterr().out
-    assert "plan OK: 10000 decode graphs" in out and "warning: 10000 decode graphs" in out
+    assert "plan OK: 256 decode graphs" in out and "warning: 256 decode graphs" in out
 
 
 def test_output_piped_into_head_ends_quietly(tmp_path):
@@ -145,8 +145,8 @@ def test_output_piped_into_head_ends_quietly(tmp_path):
     del config["launch"]["enable-expert-parallel"]
     config["launch"]["max-num-seqs"] = 10_000
     config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = list(range(2, 20_001, 2))
-    path = write(tmp_path, config)  # a table far larger than a pipe's buffer
-    result = subprocess.run(f"{sys.executable} -m fastdeploy_cudagraph_ext.cli plan --config {path} | head -1",
+    path = write(tmp_path, config)  # with --all a table far larger than a pipe's buffer
+    result = subprocess.run(f"{sys.executable} -m fastdeploy_cudagraph_ext.cli plan --all --config {path} | head -1",
                             shell=True, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.stdout.startswith("deployment : deploy.json") and "Traceback" not in result.stderr
 
@@ -207,16 +207,16 @@ def test_export_writes_a_bundled_config_that_plans_and_never_overwrites(tmp_path
 def test_long_plans_show_first_and_last_rows_and_all_shows_every_row(tmp_path, capsys):
     config = copy.deepcopy(ERNIE)
     del config["launch"]["enable-expert-parallel"]
-    config["launch"]["max-num-seqs"] = 500
+    config["launch"]["max-num-seqs"] = 250
     config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = list(range(2, 1001, 2))
     path = write(tmp_path, config)
-    assert cli.main(["plan", "--config", path]) == cli.OK
+    assert cli.main(["plan", "--config", path, "--fd-line", "2.5"]) == cli.OK
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line[:6].strip().isdigit()]
     assert len(rows) == 2 * cli.EDGE_ROWS and rows[0].split()[0] == "1000" and rows[-1].split()[0] == "2"
     assert f"   ...  {500 - 2 * cli.EDGE_ROWS} more sizes (--all shows every row)" in out
     assert "launch; it carries 500 capture sizes:" in out
-    assert cli.main(["plan", "--config", path, "--all"]) == cli.OK
+    assert cli.main(["plan", "--config", path, "--all", "--fd-line", "2.5"]) == cli.OK
     assert len([line for line in capsys.readouterr().out.splitlines() if line[:6].strip().isdigit()]) == 500
 
 

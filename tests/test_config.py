@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fastdeploy_cudagraph_ext import cli, deployment
+from fastdeploy_cudagraph_ext import cli, deployment, fd_lines
 
 BASE = json.loads(deployment.bundled_text("ernie45-300b-a47b-ep8-mixed-mtp1"))
 
@@ -216,11 +216,12 @@ def _problem_paths(raw) -> list[str]:
 
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # capsys read per example
-@given(config=generated_configs())
-def test_generated_configs_exit_per_the_table_and_every_fix_removes_its_own_error(config, tmp_path_factory, capsys):
+@given(config=generated_configs(), line=st.sampled_from(list(fd_lines.lines())))
+def test_generated_configs_exit_per_the_table_and_every_fix_removes_its_own_error(config, line, tmp_path_factory,
+                                                                                   capsys):
     path = tmp_path_factory.mktemp("gen") / "x.json"
     path.write_text(json.dumps(config))
-    code = cli.main(["plan", "--config", str(path), "--json"])
+    code = cli.main(["plan", "--config", str(path), "--json", "--fd-line", line])
     captured = capsys.readouterr()
     assert code in (cli.OK, cli.REFUSED, cli.USER_ERROR) and "Traceback" not in captured.out + captured.err
     result = json.loads(captured.out)
@@ -233,7 +234,7 @@ def test_generated_configs_exit_per_the_table_and_every_fix_removes_its_own_erro
                 assert problem.split(" ", 1)[0] not in _problem_paths(fixed), (problem, fix)
             else:  # a refused plan: the plan's problem is gone, and the fix itself is a valid config
                 assert _problem_paths(fixed) == [], (problem, fix)
-                after = cli._plan(deployment.parse("x.json", json.dumps(fixed).encode()))
+                after = cli._plan(deployment.parse("x.json", json.dumps(fixed).encode()), fd_lines.line(line))
                 assert problem not in after["problems"], (problem, fix)
 
 
