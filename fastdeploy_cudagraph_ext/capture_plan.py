@@ -264,6 +264,54 @@ def build_plan(inputs: PlanInputs) -> CapturePlan:
 
 
 @dataclass(frozen=True)
+class CoverageRange:
+    """Consecutive decode batch sizes (running requests) that one graph serves, or that run eagerly (graph None)."""
+
+    first: int
+    last: int
+    graph: int | None  # the captured size (tokens) the batch is padded up to
+    padding_min: float = 0.0  # share of the graph's tokens that are padding, over the range
+    padding_max: float = 0.0
+    padding_mean: float = 0.0
+
+
+@dataclass(frozen=True)
+class Coverage:
+    batches: int  # decode batch sizes 1..max_num_seqs
+    served: int  # of which a graph replays
+    mean_padding: float  # mean padding share over the served batch sizes
+    ranges: tuple[CoverageRange, ...]
+
+    @property
+    def served_share(self) -> float:
+        return self.served / self.batches if self.batches else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "served_share": self.served_share}
+
+
+def coverage(sizes: list[int], max_num_seqs: int, num_speculative_tokens: int) -> Coverage:
+    """For every decode batch 1..max_num_seqs (k+1 tokens per request): the smallest graph that holds it, as
+    FastDeploy pads a batch up to the next captured size, and the batches above the largest graph (eager).
+    Computed per graph, in closed form: a plan may hold thousands of sizes."""
+    step = num_speculative_tokens + 1
+    ranges: list[CoverageRange] = []
+    first, served, padding_sum = 1, 0, 0.0
+    for size in sorted(sizes):
+        last = min(size // step, max_num_seqs)
+        if last < first:
+            continue
+        count = last - first + 1
+        tokens_sum = step * (first + last) * count / 2
+        ranges.append(CoverageRange(first, last, size, (size - last * step) / size, (size - first * step) / size,
+                                    (count - tokens_sum / size) / count))
+        served, padding_sum, first = served + count, padding_sum + count - tokens_sum / size, last + 1
+    if first <= max_num_seqs:
+        ranges.append(CoverageRange(first, max_num_seqs, None))
+    return Coverage(max_num_seqs, served, padding_sum / served if served else 0.0, tuple(ranges))
+
+
+@dataclass(frozen=True)
 class DeploymentSettings:
     """Raw deployment facts, as FastDeploy holds them. The CLI fills it from a deployment config, the worker from
     FastDeploy's FDConfig; `plan_deployment` is the one place that turns it into a decode capture plan."""

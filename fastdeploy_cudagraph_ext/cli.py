@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from . import deployment, fd_lines
 from .capture_plan import (CAPTURED, NOT_MULTIPLE, NOT_POSITIVE, OVER_CAP, OVER_MAX, ROUNDED, PlanError, Problem,
-                           SizeVerdict, judge_sizes,
+                           SizeVerdict, coverage, judge_sizes,
                            no_decode_graphs_reason, plan_deployment, plan_inputs)
 
 DROPPED = "dropped_by_fastdeploy"  # a written size the line's FDConfig drops: its worker never sees it
@@ -173,6 +173,9 @@ def _plan(config: deployment.DeploymentConfig, line: fd_lines.LineSizing, chosen
     if out["no_decode_graphs"] is None:
         factor = k + 1 if line.sizes_are_requests else 1
         out["sizes"] = _rows(settings, verdicts, out["ok"], fd, factor)
+    # which graph serves each decode batch 1..max_num_seqs (an accepted plan only: a refused one never runs)
+    out["coverage"] = None if not out["ok"] else coverage([c["capture_size"] for c in out["captures"]],
+                                                          settings.max_num_seqs, k).to_dict()
     withheld = None if out["ok"] else ("the worker would refuse this plan (see the problems above), so this line "
                                        "would stop at start-up; fix them and run plan again")
     out["launch"] = {"nodes": config.launch.ips or [], "command": None if withheld else config.launch_command(),
@@ -198,8 +201,32 @@ def _plan_text(name: str, config: deployment.DeploymentConfig, result: dict, sho
         else:
             lines.append("plan refused: the worker would stop before loading weights, because:")
             lines += [f"  - {p}" for p in result["problems"]]
+    lines += _coverage_text(result["coverage"], show_all)
     lines += [f"warning: {w}" for w in result["warnings"]]
     return "\n".join(lines + ["", *_launch(config, result)])
+
+
+def _coverage_text(cover: dict | None, show_all: bool) -> list[str]:
+    """One summary line, then one line per range of decode batch sizes (first and last rows of a long list)."""
+    if cover is None:
+        return []
+    lines = [f"coverage   : {cover['served']} of {cover['batches']} decode batch sizes ({cover['served_share']:.0%}) "
+             f"replay a graph, mean padding {cover['mean_padding']:.1%}"
+             + ("" if cover["served"] == cover["batches"] else
+                f"; {cover['batches'] - cover['served']} run eagerly")]
+    body = []
+    for r in cover["ranges"]:
+        batches = f"{r['first']}" if r["first"] == r["last"] else f"{r['first']}-{r['last']}"
+        if r["graph"] is None:
+            body.append(f"  batches {batches:<11} eager: no graph holds them (FastDeploy runs them without one)")
+        else:
+            pad = (f"{r['padding_min']:.0%}" if r["padding_min"] == r["padding_max"] else
+                   f"{r['padding_min']:.0%}-{r['padding_max']:.0%}, mean {r['padding_mean']:.1%}")
+            body.append(f"  batches {batches:<11} graph {r['graph']} (padding {pad})")
+    if len(body) > LONG_TABLE and not show_all:
+        body = body[:EDGE_ROWS] + [f"  ... {len(body) - 2 * EDGE_ROWS} more ranges (--all shows every one)"] \
+            + body[-EDGE_ROWS:]
+    return lines + body
 
 
 def _error(args: argparse.Namespace, error: deployment.ConfigError) -> int:

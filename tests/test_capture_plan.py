@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastdeploy_cudagraph_ext.capture_plan import (NOT_POSITIVE, ROUNDED, PlanError, PlanInputs, SizeVerdict, build_plan, default_ladder,
+from fastdeploy_cudagraph_ext.capture_plan import (NOT_POSITIVE, ROUNDED, CoverageRange, PlanError, coverage, PlanInputs, SizeVerdict, build_plan, default_ladder,
                                                    env_int, judge_sizes, warmup_token_budget)
 
 
@@ -217,3 +217,35 @@ def test_every_plan_problem_carries_fixes_that_remove_it():
                 build_plan(dataclasses.replace(inputs, **fix))
             except PlanError as after:
                 assert problem not in after.problems, (problem, fix)
+
+
+# ---- coverage: which graph serves each decode batch (issue 19 item 3) -----------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(k=st.integers(0, 5), seqs=st.integers(1, 300), graphs=st.lists(st.integers(1, 120), max_size=10))
+def test_coverage_matches_padding_each_batch_up_to_the_next_graph(k, seqs, graphs):
+    step = k + 1
+    sizes = sorted({g * step for g in graphs})
+    cover = coverage(sizes, seqs, k)
+    served, paddings = 0, []
+    for batch in range(1, seqs + 1):  # FastDeploy's padding map, one batch at a time
+        graph = next((s for s in sizes if s >= batch * step), None)
+        owner = next(r for r in cover.ranges if r.first <= batch <= r.last)
+        assert owner.graph == graph
+        if graph is not None:
+            served += 1
+            paddings.append((graph - batch * step) / graph)
+    assert [r.first for r in cover.ranges] == sorted(r.first for r in cover.ranges)
+    assert cover.ranges[0].first == 1 and cover.ranges[-1].last == seqs
+    assert all(a.last + 1 == b.first for a, b in zip(cover.ranges, cover.ranges[1:]))
+    assert (cover.batches, cover.served) == (seqs, served)
+    assert cover.mean_padding == pytest.approx(sum(paddings) / served if served else 0.0)
+
+
+def test_coverage_names_the_eager_batches_above_the_largest_graph():
+    cover = coverage([4, 8, 16], 8, 3)
+    assert cover.ranges == (CoverageRange(1, 1, 4), CoverageRange(2, 2, 8), CoverageRange(3, 4, 16, 0.0, 0.25, 0.125),
+                            CoverageRange(5, 8, None))
+    assert (cover.served, cover.served_share, cover.mean_padding) == (4, 0.5, 0.0625)
+    assert cover.to_dict()["served_share"] == 0.5

@@ -256,3 +256,35 @@ def test_exit_codes_follow_the_table(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err == ("fastdeploy-cudagraph-ext: internal error: KeyError: 'boom' (a bug in this tool; please report it "
                    "with the command line)\n") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", deployment.bundled_names())
+def test_every_bundled_plan_shows_its_coverage(name, capsys):
+    assert cli.main(["plan", "--config", name, "--fd-line", "2.6"]) == cli.OK
+    out = capsys.readouterr().out
+    seqs = json.loads(deployment.bundled_text(name))["launch"]["max-num-seqs"]
+    assert f"coverage   : {seqs} of {seqs} decode batch sizes (100%) replay a graph, mean padding " in out
+    assert "  batches 1           graph " in out
+
+
+def test_sizes_that_leave_gaps_show_the_batches_that_run_eagerly(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)  # k=1, 64 requests, cap 128
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = [2, 4, 8]
+    path = write(tmp_path, config)
+    assert cli.main(["plan", "--config", path, "--fd-line", "2.5"]) == cli.OK
+    out = capsys.readouterr().out
+    assert "coverage   : 4 of 64 decode batch sizes (6%) replay a graph, mean padding 6.2%; 60 run eagerly" in out
+    assert "  batches 3-4         graph 8 (padding 0%-25%, mean 12.5%)" in out
+    assert "  batches 5-64        eager: no graph holds them (FastDeploy runs them without one)" in out
+    assert cli.main(["plan", "--config", path, "--fd-line", "2.5", "--json"]) == cli.OK
+    cover = json.loads(capsys.readouterr().out)["coverage"]
+    assert (cover["batches"], cover["served"], cover["served_share"]) == (64, 4, 0.0625)
+    assert cover["ranges"][-1] == {"first": 5, "last": 64, "graph": None, "padding_min": 0.0, "padding_max": 0.0,
+                                   "padding_mean": 0.0}
+
+
+def test_a_refused_plan_has_no_coverage(tmp_path, capsys):
+    config = copy.deepcopy(ERNIE)
+    config["launch"]["max-num-seqs"] = 128  # over the cap
+    assert cli.main(["plan", "--config", write(tmp_path, config), "--json"]) == cli.REFUSED
+    assert json.loads(capsys.readouterr().out)["coverage"] is None
