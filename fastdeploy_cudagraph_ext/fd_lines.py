@@ -52,8 +52,18 @@ class LineSizing:
 
     @classmethod
     def from_fixture(cls, raw: dict) -> LineSizing:
-        config = raw["modules"][CONFIG]["markers"]
-        runner = raw["modules"][RUNNER]["markers"]
+        """A line's sizing from its facts fixture; LineError when a marker is missing or one the plan cannot use."""
+        try:
+            config = raw["modules"][CONFIG]["markers"]
+            runner = raw["modules"][RUNNER]["markers"]
+            return cls._from_markers(raw, config, runner)
+        except (KeyError, ValueError) as error:
+            raise LineError(f"the facts of FastDeploy {raw.get('release_line', '?')} lack a sizing marker the plan "
+                            f"needs ({type(error).__name__}: {error}). Fix: regenerate them with "
+                            f"tools/extract_fd_facts.py") from None
+
+    @classmethod
+    def _from_markers(cls, raw: dict, config: dict[str, str], runner: dict[str, str]) -> LineSizing:
         cap = config["FDConfig.__init__.decode_capture_cap"]
         limit = config["FDConfig.check.max_num_seqs_limit"]
         return cls(

@@ -206,3 +206,59 @@ def test_readme_says_per_line_what_the_facts_say(name):
     rows = [[c.strip() for c in row.strip().strip("|").split("|")] for row in section.splitlines()
             if row.startswith("| ")]
     assert expected_readme_cells(fd_lines.line(name)) in rows
+
+
+FDCONFIG_25_SHAPE = """
+class GraphOptimizationConfig:
+    def _set_cudagraph_sizes(self, max_capture_size=0, dec_token_per_query_per_step=1):
+        draft_capture_sizes = [i * dec_token_per_query_per_step for i in [1, 2, 4]]
+        draft_capture_sizes += [16 * i * dec_token_per_query_per_step for i in range(9, 11)]
+        draft_capture_sizes.append(max_capture_size)
+class FDConfig:
+    def __init__(self):
+        max_capture_shape = self.scheduler_config.max_num_seqs
+        if self.speculative_config is not None:
+            max_capture_shape = self.scheduler_config.max_num_seqs * (self.speculative_config.num_speculative_tokens + 1)
+        max_capture_shape = max_capture_shape if self.speculative_config is not None else min(384, max_capture_shape)
+    def check(self):
+        assert self.scheduler_config.max_num_seqs <= 128, "too many"
+"""
+FDCONFIG_UNREADABLE = """
+class GraphOptimizationConfig:
+    def _set_cudagraph_sizes(self, max_capture_size=0):
+        draft_capture_sizes = list(self.candidates)
+class FDConfig:
+    def __init__(self):
+        self.graph_opt_config.init_with_cudagrpah_size(max_num_seqs=self.parallel_config.max_num_seqs)
+    def check(self):
+        pass
+"""
+
+
+@pytest.mark.parametrize("source, expected", [
+    (FDCONFIG_25_SHAPE, {"GraphOptimizationConfig._set_cudagraph_sizes.ladder": "1,2,4,144,160",
+                         "FDConfig.__init__.decode_capture_max": "max_num_seqs*(k+1)",
+                         "FDConfig.__init__.decode_capture_cap": "384_without_speculative",
+                         "FDConfig.check.max_num_seqs_limit": "128"}),
+    (FDCONFIG_UNREADABLE, {"GraphOptimizationConfig._set_cudagraph_sizes.ladder": "other",
+                           "FDConfig.__init__.decode_capture_max": "max_num_seqs",
+                           "FDConfig.__init__.decode_capture_cap": "none",
+                           "FDConfig.check.max_num_seqs_limit": "none"}),
+], ids=["2.5-shape", "unreadable"])
+def test_sizing_markers_read_fdconfig_s_shape(source, expected):
+    from fastdeploy_cudagraph_ext.fd_facts import module_facts
+
+    markers = module_facts(source).markers
+    assert {k: v for k, v in markers.items() if k in expected} == expected
+
+
+def test_facts_without_a_sizing_marker_are_a_clear_error():
+    raw = json.loads((ROOT / "patches" / "releases" / "fd-2.5.json").read_text())
+    del raw["modules"]["fastdeploy.config"]["markers"]["FDConfig.check.max_num_seqs_limit"]
+    with pytest.raises(fd_lines.LineError, match="the facts of FastDeploy 2.5 lack a sizing marker the plan needs "
+                                                 r"\(KeyError: 'FDConfig.check.max_num_seqs_limit'\)"):
+        fd_lines.LineSizing.from_fixture(raw)
+    raw["modules"]["fastdeploy.config"]["markers"]["FDConfig.check.max_num_seqs_limit"] = "none"
+    raw["modules"]["fastdeploy.config"]["markers"]["GraphOptimizationConfig._set_cudagraph_sizes.ladder"] = "other"
+    with pytest.raises(fd_lines.LineError, match="ValueError"):
+        fd_lines.LineSizing.from_fixture(raw)
