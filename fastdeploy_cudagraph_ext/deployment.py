@@ -360,11 +360,13 @@ class DeploymentConfig(_Section):
         ranks = self.launch.tensor_parallel_size * self.launch.data_parallel_size
         need = math.ceil(ranks / GPUS_PER_NODE)
         if ranks > GPUS_PER_NODE and self.nnodes() != need:
+            # at most four placeholders: a mistyped parallel size may ask for billions of nodes
+            nodes = [f'"<node{i} IP>"' for i in range(need)] if need <= 4 else \
+                ['"<node0 IP>"', '"<node1 IP>"', f"... ({need} in all)", f'"<node{need - 1} IP>"']
             out.append(Found(("launch", "ips"),
                              f"launch.ips is {json.dumps(self.launch.ips)}: tensor-parallel-size*data-parallel-size = "
                              f"{ranks} ranks need {need} nodes of {GPUS_PER_NODE} GPUs, and FastDeploy asserts one IP "
-                             f"per node", f"\"ips\": [{', '.join(f'{chr(34)}<node{i} IP>{chr(34)}' for i in range(need))}] "
-                             f"(node 0 first)"))
+                             f"per node", "\"ips\": [" + ", ".join(nodes) + "] (node 0 first)"))
         return out
 
     def launch_command(self) -> str:
@@ -499,8 +501,8 @@ def _translate(error: dict) -> list[Found]:
             hint = RENAMED.get(key) or (f"did you mean \"{nearest}\"?" if nearest else "no such key")
             see = "; see plan --schema or docs/deployment-config.md in the project"
             at = (*section, key)
-            fix = ((Edit(at, "rename", nearest),), f"rename it to \"{nearest}\"{see}") if nearest and key not in RENAMED \
-                else ((Edit(at, "remove"),), f"remove it{see}")
+            fix = ((Edit(at, "rename", nearest),), f"rename it to \"{nearest}\"{see}") \
+                if nearest and key not in RENAMED else ((Edit(at, "remove"),), f"remove it{see}")
             out.append(Found(at, f"{where} is not a known key ({hint})", f"remove it{see}", [fix]))
         return out
     at = (*loc, ctx["key"]) if "key" in ctx else loc
@@ -508,13 +510,14 @@ def _translate(error: dict) -> list[Found]:
         intent = _as_bool(ctx["value"])
         return [Found(at, f"{path}.{ctx['key']} is {_shown(ctx['value'])}: expected true or false (--{ctx['key']} "
                       f"takes no value)", "write true or false, unquoted",
-                      [] if intent is None else [((Edit(at, "set", intent),), f"\"{ctx['key']}\": {json.dumps(intent)}")])]
+                      [] if intent is None else
+                      [((Edit(at, "set", intent),), f"\"{ctx['key']}\": {json.dumps(intent)}")])]
     if kind == "value_flag":
         return [Found(at, f"{path}.{ctx['key']} is {_shown(ctx['value'])}: expected a value (--{ctx['key']} is not a "
                       f"switch)", f"write the value FastDeploy's --{ctx['key']} takes")]
     if kind == "json_string":
-        return [Found(loc, f"{path} is a string that is not JSON ({ctx['error']}): expected an object, or a JSON string "
-                      f"of one as FastDeploy's command line takes it", "write it as an object, e.g. "
+        return [Found(loc, f"{path} is a string that is not JSON ({ctx['error']}): expected an object, or a JSON "
+                      f"string of one as FastDeploy's command line takes it", "write it as an object, e.g. "
                       "{\"use_cudagraph\": true}")]
     if kind == "flag_value":
         intent = _as_bool(ctx["value"])
@@ -560,7 +563,8 @@ def _translate(error: dict) -> list[Found]:
         text = None if isinstance(value, (dict, list)) or value is None else \
             ({True: "1", False: "0"}[value] if isinstance(value, bool) else str(value))
         return [Found(loc, f"{path} is {_shown(value)}: expected a string (environment values are text)",
-                      "quote it", [] if text is None else [((Edit(loc, "set", text),), f"quote it: {json.dumps(text)}")])]
+                      "quote it",
+                      [] if text is None else [((Edit(loc, "set", text),), f"quote it: {json.dumps(text)}")])]
     expected = _KIND.get(kind, error["msg"].lower())
     return [Found(loc, f"{path} is {_shown(value)}: expected {expected}", "change the value",
                   _candidates(kind, loc, value))]
@@ -570,8 +574,8 @@ def _found(raw: Any) -> list[Found]:
     """Every problem of a config's JSON, first per field (a union reports one error per branch)."""
     if not isinstance(raw, dict):
         return [Found((), f"the file holds {_shown(raw)}: expected a JSON object with \"launch\" (and optionally "
-                      f"\"model_config\", \"environment\", \"description\")", "see plan --schema or "
-                      f"docs/deployment-config.md in the project or a bundled config (plan --list)")]
+                      "\"model_config\", \"environment\", \"description\")", "see plan --schema or "
+                      "docs/deployment-config.md in the project or a bundled config (plan --list)")]
     try:
         config = DeploymentConfig.model_validate(raw)
     except ValidationError as error:

@@ -1,6 +1,8 @@
-"""Every wrong deployment config a README reader could plausibly write: exit 2 and one exact paragraph each."""
+"""Every wrong deployment config a README reader could plausibly write: the user-error exit code (3) and one exact
+paragraph each, whose fix (computed from the value given) the validator accepts."""
 import copy
 import json
+import os
 
 import pytest
 
@@ -214,7 +216,7 @@ def _problem_paths(raw) -> list[str]:
     return []
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=int(os.environ.get("PLAN_PROPERTY_EXAMPLES", "300")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # capsys read per example
 @given(config=generated_configs(), line=st.sampled_from(list(fd_lines.lines())))
 def test_generated_configs_exit_per_the_table_and_every_fix_removes_its_own_error(config, line, tmp_path_factory,
@@ -255,3 +257,12 @@ def test_a_mistyped_value_is_fixed_to_what_the_operator_meant(where, update, fix
     error = json.loads(capsys.readouterr().out)
     (problem,), ((fix,),) = error["problems"], error["fixes"]
     assert fix[0]["value"] == fixed and problem.endswith(f"{json.dumps(fixed)}")
+
+
+def test_a_huge_parallel_size_names_the_node_count_without_listing_every_node(tmp_path, capsys):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(edited("launch", {"tensor-parallel-size": 10**12})))
+    assert cli.main(["plan", "--config", str(path)]) == cli.USER_ERROR
+    assert capsys.readouterr().err.endswith(
+        'Fix: "ips": ["<node0 IP>", "<node1 IP>", ... (1000000000000 in all), "<node999999999999 IP>"] '
+        '(node 0 first)\n')

@@ -141,7 +141,21 @@ def test_doctor_config_runs_the_plan_checks(machine, capsys, tmp_path):
     assert code == 2 and "over DeepEP's low-latency cap" in finding(report, "deployment big.json")["text"]
 
 
-def test_doctor_config_error_is_exit_2(machine, capsys):
+def test_doctor_plans_the_deployment_as_the_installed_line_lays_it_out(machine, capsys, tmp_path):
+    machine()  # FastDeploy 2.5.0: written sizes are tokens there
+    config = json.loads((Path(__file__).parent.parent / "configs" / "deepseek-v3-ep16-mixed-mtp3.json").read_text())
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = [4, 6]
+    (tmp_path / "sizes.json").write_text(json.dumps(config))
+    code, report = doctor_json(capsys, "--config", str(tmp_path / "sizes.json"))
+    assert code == 2 and finding(report, "deployment sizes.json")["text"].startswith(
+        "capture size 6 is not a multiple of k+1=4")
+    code, report = doctor_json(capsys, "--config", "deepseek-v3-ep16-mixed-mtp3")
+    assert code == 0 and finding(report, "deployment deepseek-v3-ep16-mixed-mtp3")["text"] == (
+        "plan OK on FastDeploy 2.5 (facts of f3fb7e03, 2026-04-14): 11 decode graphs "
+        "[256, 224, 192, 160, 128, 96, 64, 32, 16, 8, 4]")
+
+
+def test_doctor_config_error_is_a_user_error(machine, capsys):
     machine()
     assert cli.main(["doctor", "--config", "no-such-deployment"]) == 3
     assert "does not exist: neither a file nor a bundled config" in capsys.readouterr().err
