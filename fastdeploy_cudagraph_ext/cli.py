@@ -31,7 +31,8 @@ EXIT_CODES = (
 LONG_TABLE = 40  # rows past which the table shows its first and last rows only (--all: every row)
 EDGE_ROWS = 10
 TABLE_LEGEND = ("size: tokens in the graph; batch: warmup requests, size/(k+1); decode_len: steps each warmup request "
-                "lives ((k+1)*2 with MTP, so that it reaches decode; else 1); tokens/rank: what one decode step at "
+                "lives, so that it reaches decode (with MTP: (k+1)*2, or 2k+1 where FastDeploy 2.4/2.5's own loop "
+                "captures; else 1); tokens/rank: what one decode step at "
                 "this size dispatches through DeepEP; cap: DeepEP's num_max_dispatch_tokens_per_rank")
 
 

@@ -224,7 +224,8 @@ def test_help_texts_explain_json_and_decode_len(capsys):
     assert cli.main(["plan", "--help"]) == cli.OK
     out = " ".join(capsys.readouterr().out.split())
     assert "--json print the result as one JSON object" in out
-    assert "decode_len: steps each warmup request lives ((k+1)*2 with MTP, so that it reaches decode; else 1)" in out
+    assert ("decode_len: steps each warmup request lives, so that it reaches decode (with MTP: (k+1)*2, or 2k+1 "
+            "where FastDeploy 2.4/2.5's own loop captures; else 1)") in out
 
 
 # The one exit-code table: --help prints it, README shows it, and plan and doctor follow it.
