@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import deployment, fd_lines, flags
-from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, PlanError, no_decode_graphs_reason, plan_deployment
+from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, PlanError, coverage, no_decode_graphs_reason, plan_deployment
 from .fd_facts import installed_root
 
 C10_REPORT = "fastdeploy_cudagraph_ext.c10_bridge:paddle_c10_report"  # (ok, paragraph), from the c10 helper
@@ -285,9 +285,15 @@ def _check_deployment(report: DoctorReport, name: str, config: deployment.Deploy
             refused += error.problems
     for problem in refused:
         report.add(f"deployment {name}", "fail", problem)
-    if not refused:
-        report.add(f"deployment {name}", "ok", reason if plan is None else
-                   f"plan OK on {line.label()}: {len(plan.captures)} decode graphs {plan.sizes}")
+    if not refused and plan is None:
+        report.add(f"deployment {name}", "ok", reason)
+    elif not refused:
+        cover = coverage(plan.sizes, settings.max_num_seqs, settings.num_speculative_tokens)
+        eager = f"; batch sizes {cover.ranges[-1].first}-{cover.batches} run eagerly" if cover.served < cover.batches \
+            else ""
+        report.add(f"deployment {name}", "ok", f"plan OK on {line.label()}: {len(plan.captures)} decode graphs "
+                                               f"{plan.sizes}; a graph serves {cover.served} of {cover.batches} "
+                                               f"decode batch sizes{eager}")
 
 
 def run_doctor(deployed: tuple[str, deployment.DeploymentConfig] | None = None) -> DoctorReport:

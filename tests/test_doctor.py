@@ -152,7 +152,12 @@ def test_doctor_plans_the_deployment_as_the_installed_line_lays_it_out(machine, 
     code, report = doctor_json(capsys, "--config", "deepseek-v3-ep16-mixed-mtp3")
     assert code == 0 and finding(report, "deployment deepseek-v3-ep16-mixed-mtp3")["text"] == (
         "plan OK on FastDeploy 2.5 (facts of f3fb7e03, 2026-04-14): 11 decode graphs "
-        "[256, 224, 192, 160, 128, 96, 64, 32, 16, 8, 4]")
+        "[256, 224, 192, 160, 128, 96, 64, 32, 16, 8, 4]; a graph serves 64 of 64 decode batch sizes")
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = [4, 8]
+    (tmp_path / "gap.json").write_text(json.dumps(config))
+    code, report = doctor_json(capsys, "--config", str(tmp_path / "gap.json"))
+    assert code == 0 and finding(report, "deployment gap.json")["text"].endswith(
+        "a graph serves 2 of 64 decode batch sizes; batch sizes 3-64 run eagerly")
 
 
 def test_doctor_config_error_is_a_user_error(machine, capsys):
