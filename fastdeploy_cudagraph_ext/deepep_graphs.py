@@ -119,14 +119,17 @@ def _env_flag(value: str) -> bool:
 
 
 def graph_settings_of_config(launch_extra: Mapping[str, object], graph_extra: Mapping[str, object],
-                             graph_opt_level: int, environment: Mapping[str, str], nnodes: int) -> DeepEPGraphSettings:
-    """From a deployment config (plan, doctor): pass-through flags and keys, and the server environment."""
+                             graph_opt_level: int, environment: Mapping[str, str], nnodes: int,
+                             line: LineGraphs = LineGraphs()) -> DeepEPGraphSettings:
+    """From a deployment config (plan, doctor): pass-through flags and keys, the server environment, and what the
+    FastDeploy line planned for does (`line_graphs_of` its facts)."""
     return DeepEPGraphSettings(
         graph_opt_level=graph_opt_level,
         full_cuda_graph=bool(graph_extra.get("full_cuda_graph", True)),
         worst_num_tokens=bool(launch_extra.get(WORST_TOKENS_FLAG, False)),
         torch_api_deepep=_env_flag(str(environment.get(TORCH_API_DEEPEP, "0"))),
         nnodes=nnodes,
+        line=line,
     )
 
 

@@ -102,7 +102,7 @@ def test_plan_and_doctor_report_the_same_refusal(machine, capsys, tmp_path, grap
     planned = json.loads(capsys.readouterr().out)
     assert not planned["ok"] and "DeepEP's normal-mode dispatch/combine" in planned["problems"][0]
     code, report = doctor_json(capsys, "--config", path)
-    assert code == 1 and finding(report, "deployment normal.json")["text"] == planned["problems"][0]
+    assert code == 2 and finding(report, "deployment normal.json")["text"] == planned["problems"][0]
     assert cli.main(["plan", "--config", path]) == 2
     text = capsys.readouterr().out
     assert "plan refused" in text and planned["problems"][0] in text
@@ -193,3 +193,13 @@ def test_each_line_s_graphs_and_draft_phase_come_from_its_sources(line):
     assert line_graphs_of(markers) == LineGraphs(prefill_only, split, worst)
     assert judge(patch_gpu_model_runner_step.PATCH, facts).variant == draft
     assert markers["ParallelConfig.expert_parallel_group.attribute"] == "ep_group"
+
+
+def test_plan_judges_normal_mode_graphs_on_the_line_it_names(capsys, tmp_path):
+    """The split-graph mode captures prefill/mixed graphs only where the line has capture_model_prefill_and_mixed
+    (2.5 on, facts): `plan --fd-line` refuses it there and plans it on 2.4, whose worker captures no such graph."""
+    path = ep_config(tmp_path, graph={"graph_opt_level": 1, "full_cuda_graph": False})
+    assert cli.main(["plan", "--config", path, "--fd-line", "2.6", "--json"]) == 2
+    assert "static split-graph mode" in json.loads(capsys.readouterr().out)["problems"][0]
+    assert cli.main(["plan", "--config", path, "--fd-line", "2.4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["problems"] == []
