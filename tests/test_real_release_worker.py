@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from real_release import MIRROR
+from real_release import MIRROR, MIRROR_ENV, SKIP_REASON
 
 ROOT = Path(__file__).resolve().parent.parent
 # The upstream commit each per-release fixture names (patches/releases/).
@@ -44,10 +44,10 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"the FastDeploy mirror {MIRROR} is not on this machine")
+@pytest.mark.skipif(MIRROR is None, reason=SKIP_REASON)
 @pytest.mark.parametrize("line", LINES)
 def test_a_worker_starts_with_the_plugin_on_the_real_modules(line, tmp_path):
-    env = {**os.environ, "FD_CUDAGRAPH_EXT": "1",
+    env = {**os.environ, "FD_CUDAGRAPH_EXT": "1", MIRROR_ENV: str(MIRROR),
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     out = subprocess.run([sys.executable, "-c", WORKER, LINES[line], str(tmp_path / "fd")], env=env,
                          capture_output=True, text=True, timeout=300)
