@@ -26,6 +26,11 @@ WORKER = textwrap.dedent('''
     tree = real_release.write_release_tree(sys.argv[1], TARGET_MODULES, Path(sys.argv[2]))
     sys.path.insert(0, str(tree))
     sys.meta_path.append(real_release.StubFinder())
+    # A CUDA worker: the fake CUDA runtime's stream policy (this machine's Paddle is the CPU build)
+    from fake_cuda import Runtime
+    from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
+    install_policy(CaptureStreamPolicy(Runtime.device, C10Status(follows_framework=False, bridge=Runtime.c10),
+                                       extensions_may_launch=lambda: True))
     import fastdeploy_cudagraph_ext
     fastdeploy_cudagraph_ext.register()  # what FastDeploy's plugin loader calls, with FD_CUDAGRAPH_EXT=1
     for name in TARGET_MODULES:
@@ -48,7 +53,7 @@ WORKER = textwrap.dedent('''
 @pytest.mark.parametrize("line", LINES)
 def test_a_worker_starts_with_the_plugin_on_the_real_modules(line, tmp_path):
     env = {**os.environ, "FD_CUDAGRAPH_EXT": "1", MIRROR_ENV: str(MIRROR),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "standins")])}
     out = subprocess.run([sys.executable, "-c", WORKER, LINES[line], str(tmp_path / "fd")], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

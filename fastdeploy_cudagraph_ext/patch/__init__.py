@@ -73,7 +73,7 @@ and its entry in ALL_PATCHES (and its block below).
 """
 from __future__ import annotations
 
-from ..fd_config import is_mixed_expert_parallel, speculative_tokens, uses_cudagraph
+from ..fd_config import is_mixed_expert_parallel, speculative_method, speculative_tokens, uses_cudagraph
 from ..registry import Need, Patch
 from . import (
     patch_cudagraph_piecewise_backend,
@@ -108,8 +108,12 @@ def _mtp(fd_config: object) -> tuple[bool, str]:
     graphs, why = _graphs(fd_config)
     if not graphs:
         return False, why
-    k = speculative_tokens(fd_config)
-    return (True, f"CUDA graphs and MTP (k={k}) are on") if k else (False, "MTP is off")
+    # Asked only of a refused group, whose facts the registry cannot trust: any method counts, so a refused
+    # sizing group never lets a speculative deployment start unchecked.
+    k = speculative_tokens(fd_config, None)
+    method = speculative_method(fd_config)
+    return (True, f"CUDA graphs and speculative decoding ({method}, k={k}) are on") if k \
+        else (False, "speculative decoding is off")
 
 
 def _deepep_mixed(fd_config: object) -> tuple[bool, str]:

@@ -5,9 +5,9 @@ import functools
 from typing import Callable
 
 from .. import deepep_protocol
-from ..fd_config import is_mixed_expert_parallel, moe_phase
+from ..fd_config import CONFIG_READS, is_mixed_expert_parallel, moe_phase
 from ..flags import Settings
-from ..registry import Contract, Patch
+from ..registry import ANY_VARIANT, Contract, Patch
 from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.worker.gpu_model_runner"
@@ -51,7 +51,9 @@ PATCH = Patch(
     group="deepep_mixed",
     module=MODULE,
     # Pass-through: 2.4 added is_dummy_or_profile_run; the wrapper reads only the agreed phase afterwards.
-    contract=Contract(cls="GPUModelRunner", wraps=("initialize_forward_meta",)),
+    contract=Contract(cls="GPUModelRunner", wraps=("initialize_forward_meta",),
+                      names={ANY_VARIANT: ("GPUModelRunner.fd_config", "DeepEPEngine.clean_low_latency_buffer")},
+                      tolerates=CONFIG_READS),
     why=(
         "In mixed mode one DeepEP buffer serves normal (prefill) and low-latency (decode) kernels; it must be "
         "cleaned after normal kernels and before the next low-latency kernel, and the clean is a collective "
@@ -65,4 +67,5 @@ PATCH = Patch(
     related_pr="FastDeploy PR #7344 (closed) called DeepEPBufferManager.clean_low_latency_buffer, which no release defines.",
     removal_plan="Remove once FastDeploy cleans at the phase transition instead of inside the MoE forward.",
     build=build,
+    facts_from=("fastdeploy.model_executor.layers.moe.ep", "fastdeploy.worker.model_runner_base"),
 )
