@@ -95,7 +95,7 @@ STANDINS = ROOT / "tests" / "standins"
 
 
 @pytest.mark.skipif(MIRROR is None, reason=SKIP_REASON)
-@pytest.mark.parametrize("era", ["2.3", "2.4", "develop"])
+@pytest.mark.parametrize("era", ["2.2.0", "2.3", "2.4", "develop"])
 def test_standins_have_the_real_shapes_of_the_release_they_model(era):
     """Every patch gets the same verdict and variant on the stand-in tree as on the real commit it names."""
     from fastdeploy_cudagraph_ext.compat import source_facts
