@@ -355,7 +355,10 @@ def _backend_markers(tree: ast.Module) -> dict[str, str]:
 def _conflict_markers(cls: ast.ClassDef) -> dict[str, str]:
     """The closed PR #7344's shape, which the capture_stream patch must never run together with: the backend
     makes its own stream (paddle.device.Stream, a stream guard), or synchronizes after a replay. The
-    synchronize AROUND capture (every real line) is not a conflict."""
+    synchronize AROUND capture (every real line) is not a conflict. (Read in a stored copy of #7344's
+    cudagraph_piecewise_backend.py: `self._capture_stream = paddle.device.Stream()` in __init__, replays inside
+    `_DeepEPStreamGuard(self._capture_stream)` followed by `paddle.device.synchronize()`, in __call__ and, after
+    the REPLAY state, in run_static_model.)"""
     key = "CudaGraphPiecewiseBackend."
     callees = [_dotted(n.func).rsplit(".", 1)[-1].lower() for n in ast.walk(cls) if isinstance(n, ast.Call)]
     after_replay = False

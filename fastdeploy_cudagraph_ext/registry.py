@@ -107,7 +107,7 @@ class Patch:
     removal_plan: str
     build: BuildReplacements = field(compare=False, repr=False)
     choose: Callable[[Mapping[str, ModuleFacts]], Choice] = field(default=_one_variant, compare=False, repr=False)
-    facts_from: tuple[str, ...] = ()  # other modules whose facts `choose` reads (e.g. fastdeploy.config)
+    facts_from: tuple[str, ...] = ()  # other modules whose facts `choose` or the declared names read
     on_runner_init: RunnerInitHook | None = field(default=None, compare=False, repr=False)
     # checked at the runner gate, where the worker's device is known: a reason makes the patch "not needed"
     runtime: RuntimeCheck | None = field(default=None, compare=False, repr=False)
@@ -205,8 +205,8 @@ def _names(params: tuple[str, ...]) -> set[str]:
 
 
 def _class_members(facts: Mapping[str, ModuleFacts], modules: tuple[str, ...], name: str) -> set[str] | None:
-    """Methods and assigned attributes of class `name` (same-module bases included) in the first of `modules`
-    that defines it."""
+    """Methods and assigned attributes of class `name`, bases included (looked up in its own module first, then in
+    the patch's other modules), from the first of `modules` that defines it."""
     for module in modules:
         found = facts.get(module)
         if found is None or name not in found.classes:
@@ -226,7 +226,7 @@ def _class_members(facts: Mapping[str, ModuleFacts], modules: tuple[str, ...], n
     return None
 
 
-def _spelling(options: str, present: Callable[[str], bool | None]) -> tuple[str, str | None]:
+def _spelling(options: str, present: Callable[[str], bool]) -> tuple[str, str | None]:
     """(the group's key, the first of its spellings `present` accepts, "" for an allowed absence, None if none)."""
     spellings = options.split("|")
     key = spellings[0].rsplit(".", 1)[-1]

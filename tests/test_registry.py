@@ -624,6 +624,19 @@ def no_cuda():
     install_policy(previous)
 
 
+def test_facts_of_a_module_not_imported_yet_come_from_the_installed_source(fd_era):
+    """A module a patch reads facts from may not be imported yet when the patch is judged."""
+    import sys
+
+    from fastdeploy_cudagraph_ext.registry import _module_facts
+
+    assert "fastdeploy.config" not in sys.modules
+    facts = _module_facts("fastdeploy.config", None)
+    assert "init_with_cudagrpah_size" in facts.classes["GraphOptimizationConfig"].methods
+    assert "fastdeploy.config" not in sys.modules  # read, never imported
+    assert _module_facts("fastdeploy.no_such_module", None) is None
+
+
 def test_without_cuda_the_capture_stream_group_is_not_needed_even_when_refused(fd_era, monkeypatch, no_cuda):
     from fd_configs import make_fd_config
 
