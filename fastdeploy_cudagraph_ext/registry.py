@@ -3,7 +3,8 @@
 A patch declares a CONTRACT: every FastDeploy name it touches. The methods it wraps (must exist), the
 attributes it adds, the parameter names it passes or reads by name (must be in the signature), the attributes
 it reads or writes on FastDeploy objects (must exist on the line, per variant), and the names it reads only
-with a fallback (declared, never required). Everything it only passes through is tolerated, so a parameter
+with a fallback (declared, never required), and the behaviour markers it relies on (with the values it works
+with). Everything it only passes through is tolerated, so a parameter
 FastDeploy adds never refuses it. Behavioural variants are picked from markers (facts of the source), never
 from an unrelated method's presence. Where lines spell one name differently, the contract lists the spellings
 ("new|old"; "name|" = passed only where the line has it); `judge` picks this line's and hands it to the patch
@@ -58,6 +59,8 @@ class Contract:
     # variant (ANY_VARIANT: all) -> "Class.attribute" read or written on FastDeploy objects; "C.a|C.b" spellings
     names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tolerates: tuple[str, ...] = ()  # "Class.attribute" read only with a fallback (getattr default): never required
+    # behaviour marker (fd_facts.markers) -> the values the patch works with ("" = the marker may be absent)
+    markers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     optional_class: str = ""  # why a line without the class needs no patch ("" = the class is required)
 
 
@@ -277,6 +280,12 @@ def _declared_names(patch: Patch, variant: str, facts: Mapping[str, ModuleFacts]
             problems.append(f"{' or '.join(options.split('|'))} is missing (read or written by the patch)")
         elif "|" in options:
             line[key] = spelled
+    found = {k: v for m in reversed(modules) if (f := facts.get(m)) is not None for k, v in f.markers.items()}
+    for marker, accepted in c.markers.items():
+        value = found.get(marker, "")
+        if value not in accepted:
+            problems.append(f"marker {marker} is {value or 'absent'!r} on this line; the patch relies on "
+                            f"{' or '.join(repr(a or 'absent') for a in accepted)}")
     return problems, line
 
 

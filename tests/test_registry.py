@@ -827,3 +827,20 @@ def test_every_recorded_report_is_logged_as_its_line(fd_era, caplog):
     with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
         report = registry().apply_to_module(patch, importlib.import_module(patch.module))
     assert report.line() in [r.getMessage() for r in caplog.records]
+
+
+def test_a_behaviour_marker_the_patch_relies_on_refuses_with_its_value_when_it_differs():
+    engine = '''
+class DeepEPEngine:
+    def __init__(self): pass
+    def low_latency_dispatch(self, x):
+        return recv, count, handle, {dispatch}
+    def low_latency_combine(self, x):
+        return combined, hook
+'''
+    patch = patch_named("deepep_capture_checks")
+    assert judge(patch, {EP: module_facts(engine.format(dispatch="hook"))}).verdict is Verdict.APPLIED  # no two-stage
+    report = judge(patch, {EP: module_facts(engine.format(dispatch="event"))})  # the hook is not returned last
+    assert report.verdict is Verdict.REFUSED
+    assert report.detail == ("marker DeepEPEngine.low_latency_dispatch.returns_hook_last is 'no' on this line; the "
+                             "patch relies on 'yes'")

@@ -53,7 +53,9 @@ PATCH = Patch(
     # Pass-through: 2.4 added is_dummy_or_profile_run; the wrapper reads only the agreed phase afterwards.
     contract=Contract(cls="GPUModelRunner", wraps=("initialize_forward_meta",),
                       names={ANY_VARIANT: ("GPUModelRunner.fd_config", "DeepEPEngine.clean_low_latency_buffer")},
-                      tolerates=CONFIG_READS),
+                      tolerates=CONFIG_READS,
+                      # where FastDeploy writes the agreed phase: fd_config.moe_phase reads it back from there
+                      markers={"GPUModelRunner.initialize_forward_meta.moe_phase_on": ("model_config", "parallel_config")}),
     why=(
         "In mixed mode one DeepEP buffer serves normal (prefill) and low-latency (decode) kernels; it must be "
         "cleaned after normal kernels and before the next low-latency kernel, and the clean is a collective "

@@ -87,10 +87,11 @@ class RunnerCommon:
         self.dummy_runs.append({"accept_all_drafts": False, "expected_decode_len": 1, **call,
                                 "sot_warmup": SOT_WARMUP["active"]})
 
-    def _agree_phase(self):
+    def _agree_phase(self, moe_phase):
+        """Write the phase the ranks agreed to `moe_phase` (the era's runner names where it lives)."""
         config = self.fd_config
         if config.parallel_config.use_ep and config.scheduler_config.splitwise_role == "mixed":
-            config.model_config.moe_phase.phase = "decode" if self.only_decode else "prefill"
+            moe_phase.phase = "decode" if self.only_decode else "prefill"
 
 
 class BackendCommon:

@@ -14,7 +14,7 @@ class GPUModelRunner(ModelRunnerBase):
                      in_capturing=in_capturing, accept_all_drafts=accept_all_drafts)
 
     def initialize_forward_meta(self, is_dummy_or_profile_run=False):
-        self._agree_phase()
+        self._agree_phase(self.fd_config.model_config.moe_phase)
 
     @sot_warmup_guard(True)
     def capture_model(self) -> None:
