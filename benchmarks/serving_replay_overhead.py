@@ -38,6 +38,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "gpu")]  # the package and the t
 from fastdeploy_cudagraph_ext.c10_bridge import c10_status  # noqa: E402
 from fastdeploy_cudagraph_ext.flags import Settings  # noqa: E402
 from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend  # noqa: E402
+from fastdeploy_cudagraph_ext.registry import Variant  # noqa: E402
 from fastdeploy_cudagraph_ext.stream_policy import CaptureStreamPolicy, install_policy  # noqa: E402
 from torch_device import FrameworkGraph, TorchFrameworkDevice, libc10_cuda_path  # noqa: E402
 
@@ -115,7 +116,8 @@ def main() -> None:
         raise SystemExit(f"c10 bridge unavailable: {status.problem}")
     policy = CaptureStreamPolicy(fw, status, extensions_may_launch=lambda: True)
     install_policy(policy)
-    wrapped_class = type("WrappedBackend", (MiniBackend,), patch_cudagraph_piecewise_backend.build(MiniBackend, "token_keyed", Settings()))
+    variant = Variant("token_keyed", {"output_buffers": "output_buffers"})  # a 2.2.x-2.4 line's spelling
+    wrapped_class = type("WrappedBackend", (MiniBackend,), patch_cudagraph_piecewise_backend.build(MiniBackend, variant, Settings()))
 
     x = torch.ones(1024, device="cuda")
 

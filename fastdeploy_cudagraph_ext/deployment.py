@@ -139,7 +139,8 @@ class SpeculativeConfig(_Section):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
     # 2.3 accepts mtp/ngram_match (hybrid_mtp_ngram named in its comments), 2.6 naive/mtp/ngram/suffix
     method: Literal["mtp", "ngram_match", "hybrid_mtp_ngram", "naive", "ngram", "suffix"] = Field(
-        description='"mtp" for MTP (the only method whose graphs are sized as multiples of k+1)')
+        description='the speculative method; graphs are sized as multiples of k+1 for the methods the FastDeploy '
+                    'line counts k+1 tokens per request for (mtp; suffix on 2.5/2.6; suffix and ngram on develop)')
     num_speculative_tokens: int = Field(1, ge=1, le=5, description="k: draft tokens per step (FastDeploy: 1..5)")
     model: str | None = Field(None, description="the MTP draft model's path")
 
@@ -255,9 +256,13 @@ class DeploymentConfig(_Section):
     def plugin_enabled(self) -> bool:
         return flags.read_bool(flags.ENABLE, {k: str(v) for k, v in self.environment.items()})
 
-    def speculative_tokens(self) -> int:
+    def speculative_tokens(self, line: LineSizing | None = None) -> int:
+        """k where `line` counts k+1 tokens per request for the method (its facts, as the worker reads them); with
+        no line, for any method (as the worker decides whether a deployment needs MTP sizing)."""
         spec = self.launch.speculative_config
-        return spec.num_speculative_tokens if spec is not None and spec.method == "mtp" else 0
+        if spec is None or (line is not None and spec.method not in line.counted_methods):
+            return 0
+        return spec.num_speculative_tokens
 
     def expert_parallel_degree(self) -> int:
         """FastDeploy's EP degree: tp*dp when --enable-expert-parallel is set, else 1 (ParallelConfig.__init__ in
@@ -279,14 +284,14 @@ class DeploymentConfig(_Section):
     def fdconfig_sizes(self, line: LineSizing) -> FDConfigSizes:
         """The decode sizes that line's FDConfig makes of this config (what its worker reads)."""
         sizes = self.launch.graph_optimization_config.cudagraph_capture_sizes
-        return line.fdconfig_sizes(self.launch.max_num_seqs, self.speculative_tokens(),
+        return line.fdconfig_sizes(self.launch.max_num_seqs, self.speculative_tokens(line),
                                    None if sizes is None else tuple(sizes))
 
     def settings(self, line: LineSizing) -> DeploymentSettings:
         """What the worker on that FastDeploy line reads from its FDConfig (sizes as FDConfig computed them)."""
         launch, graph = self.launch, self.launch.graph_optimization_config
         env = {k: str(v) for k, v in self.environment.items()}
-        k = self.speculative_tokens()
+        k = self.speculative_tokens(line)
         depth = self.env("NVSHMEM_QP_DEPTH")
         fd = self.fdconfig_sizes(line)
         return DeploymentSettings(

@@ -15,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -299,6 +299,22 @@ def _config_markers(tree: ast.Module) -> dict[str, str]:
             _mentions(_resolved(func, kw.value, call.lineno), _K)
             for func in ast.walk(tree) if isinstance(func, ast.FunctionDef)
             for call in _calls(func, "_set_cudagraph_sizes") for kw in call.keywords))
+    # the speculative methods FDConfig counts k+1 tokens per request for (sizes, max shape, k passed on):
+    # the methods named in a condition whose branch reads num_speculative_tokens, in the function that calls
+    # init_with_cudagrpah_size; a plain `method is not None` (2.4/2.5's ladder) names none
+    callers = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and _calls(f, "init_with_cudagrpah_size")
+               and f.name != "init_with_cudagrpah_size"]
+    methods = {m for f in callers for n in ast.walk(f) if isinstance(n, (ast.If, ast.IfExp))
+               and _mentions(n.test, "method") and any(_mentions(b, _K) for b in
+                                                       (n.body if isinstance(n.body, list) else [n.body]))
+               for m in _spec_methods(n.test).split(",") if m != "any"}
+    out["FDConfig.k_plus_1_methods"] = ",".join(sorted(methods)) or "none"
+    # the methods SpeculativeConfig accepts (self.method_list = [...])
+    accepted = [e.value.lower() for n in ast.walk(_class(tree, "SpeculativeConfig") or ast.Module([], []))
+                if isinstance(n, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "method_list"
+                                                     for t in n.targets) and isinstance(n.value, ast.List)
+                for e in n.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    out["SpeculativeConfig.method_list"] = ",".join(sorted(accepted)) or "none"
     builders = [f"{cls.name}.{func.name}" for cls in tree.body if isinstance(cls, ast.ClassDef)
                 for func in cls.body if isinstance(func, ast.FunctionDef)
                 for n in ast.walk(func) if isinstance(n, ast.Assign)
@@ -329,7 +345,31 @@ def _backend_markers(tree: ast.Module) -> dict[str, str]:
         # capture runs on the current stream bracketed by device synchronizes (every real line)
         key + "synchronizes_device": _yes(any(_dotted(c.func).endswith("device.synchronize")
                                               for c in _calls(call, "synchronize"))),
-    }
+        # where the token count comes from: kwargs["ids_remove_padding"] (2.2.0) or kwargs["forward_meta"]
+        key + "kwargs_read": ",".join(sorted({n.slice.value for n in ast.walk(call) if isinstance(n, ast.Subscript)
+                                              and isinstance(n.value, ast.Name) and n.value.id == "kwargs"
+                                              and isinstance(n.slice, ast.Constant)})) or "none",
+    } | _conflict_markers(_class(tree, "CudaGraphPiecewiseBackend"))
+
+
+def _conflict_markers(cls: ast.ClassDef) -> dict[str, str]:
+    """The closed PR #7344's shape, which the capture_stream patch must never run together with: the backend
+    makes its own stream (paddle.device.Stream, a stream guard), or synchronizes after a replay. The
+    synchronize AROUND capture (every real line) is not a conflict. (Read in a stored copy of #7344's
+    cudagraph_piecewise_backend.py: `self._capture_stream = paddle.device.Stream()` in __init__, replays inside
+    `_DeepEPStreamGuard(self._capture_stream)` followed by `paddle.device.synchronize()`, in __call__ and, after
+    the REPLAY state, in run_static_model.)"""
+    key = "CudaGraphPiecewiseBackend."
+    callees = [_dotted(n.func).rsplit(".", 1)[-1].lower() for n in ast.walk(cls) if isinstance(n, ast.Call)]
+    after_replay = False
+    for func in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+        # a replay: graph.replay(), or the static path's CUDAGraphState.REPLAY; then a synchronize below it
+        replays = [n.lineno for n in ast.walk(func) if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                                                        and n.func.attr == "replay")
+                   or (isinstance(n, ast.Attribute) and n.attr == "REPLAY")]
+        after_replay |= bool(replays) and any(c.lineno > min(replays) for c in _calls(func, "synchronize"))
+    return {key + "own_capture_stream": _yes(any("stream" in c for c in callees)),
+            key + "synchronizes_after_replay": _yes(after_replay)}
 
 
 def _moe_markers(tree: ast.Module) -> dict[str, str]:
@@ -501,6 +541,17 @@ def markers(tree: ast.Module) -> dict[str, str]:
     return out
 
 
+def k_plus_1_methods(config_markers: Mapping[str, str]) -> str | None:
+    """The speculative methods a line counts k+1 tokens per request for, comma-separated, from its fastdeploy.config
+    markers: those FDConfig scales sizes for; on a line whose FDConfig tells no method apart (2.2.0), every method
+    SpeculativeConfig accepts. None when neither marker was read. The worker (registry) and `plan` both use it."""
+    scaled = config_markers.get("FDConfig.k_plus_1_methods")
+    if scaled not in (None, "none"):
+        return scaled
+    accepted = config_markers.get("SpeculativeConfig.method_list")
+    return None if accepted in (None, "none") else accepted
+
+
 def module_path(root: Path, module: str) -> Path:
     """Where `module` (dotted, e.g. fastdeploy.worker.gpu_model_runner) lives under a source tree's root:
     `<module>.py`, or `<module>/__init__.py` for a package."""
@@ -543,6 +594,7 @@ def live_module_facts(module: ModuleType) -> ModuleFacts | None:
 # Every FastDeploy module a patch touches or a marker describes (the per-release fixtures hold these).
 TARGET_MODULES: tuple[str, ...] = (
     "fastdeploy.config",
+    "fastdeploy.model_executor.forward_meta",
     "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend",
     "fastdeploy.model_executor.layers.moe.ep",
     "fastdeploy.model_executor.layers.moe.fused_moe_backend_base",

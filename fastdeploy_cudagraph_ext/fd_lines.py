@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from .deepep_graphs import LineGraphs, line_graphs_of
-from .fd_facts import live_module_facts
+from .fd_facts import k_plus_1_methods, live_module_facts
 from .resources import data_files
 
 CONFIG = "fastdeploy.config"
@@ -52,6 +52,7 @@ class LineSizing:
     fastdeploy_mtp_loop: bool  # FastDeploy's own capture loop warms size/(k+1) requests (else the plugin's runs)
     mtp_decode_len: str  # its decode length marker ("2k+1", "(k+1)*2"); the plugin's loop uses (k+1)*2
     graphs: LineGraphs  # which of its graphs hold DeepEP normal-mode kernels (deepep_graphs)
+    counted_methods: frozenset[str]  # speculative methods it counts k+1 tokens per request for (as the worker)
 
     @classmethod
     def from_fixture(cls, raw: dict) -> LineSizing:
@@ -67,6 +68,9 @@ class LineSizing:
 
     @classmethod
     def _from_markers(cls, raw: dict, config: dict[str, str], runner: dict[str, str]) -> LineSizing:
+        methods = k_plus_1_methods(config)
+        if methods is None:
+            raise KeyError("FDConfig.k_plus_1_methods")
         cap = config["FDConfig.__init__.decode_capture_cap"]
         limit = config["FDConfig.check.max_num_seqs_limit"]
         return cls(
@@ -81,6 +85,7 @@ class LineSizing:
             fastdeploy_mtp_loop=runner["GPUModelRunner.capture_model.mtp_batch"] == "size_over_k_plus_1",
             mtp_decode_len=runner["GPUModelRunner.capture_model.mtp_decode_len"],
             graphs=line_graphs_of({**runner, **raw["modules"].get(EP, {}).get("markers", {})}),
+            counted_methods=frozenset(methods.split(",")),
         )
 
     def largest(self, max_num_seqs: int, k: int) -> int:

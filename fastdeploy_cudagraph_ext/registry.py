@@ -1,9 +1,14 @@
 """Patch registry: contracts, feature groups, apply/revert, and the one safe point where refusals surface.
 
-A patch declares a CONTRACT: the FastDeploy methods it wraps (must exist), the attributes it adds, and
-the parameter names it passes or reads by name (must be in the signature). Everything it only passes
-through is tolerated, so a parameter FastDeploy adds never refuses it. Behavioural variants are picked
-from markers (facts of the source), never from an unrelated method's presence.
+A patch declares a CONTRACT: every FastDeploy name it touches. The methods it wraps (must exist), the
+attributes it adds, the parameter names it passes or reads by name (must be in the signature), the attributes
+it reads or writes on FastDeploy objects (must exist on the line, per variant), and the names it reads only
+with a fallback (declared, never required), and the behaviour markers it relies on (with the values it works
+with). Everything it only passes through is tolerated, so a parameter
+FastDeploy adds never refuses it. Behavioural variants are picked from markers (facts of the source), never
+from an unrelated method's presence. Where lines spell one name differently, the contract lists the spellings
+("new|old"; "name|" = passed only where the line has it); `judge` picks this line's and hands it to the patch
+in its `Variant`. tests/test_declared_names.py fails when patch code touches a name no contract declares.
 
 Patches belong to feature GROUPS that apply all-or-nothing and are reverted alone. A refusal is only
 recorded where it happens (often inside FastDeploy's own import); it surfaces when a model runner is
@@ -18,7 +23,6 @@ import inspect
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Callable, ContextManager, Mapping
 
@@ -39,13 +43,23 @@ class ContractBroken(Exception):
     """Raised by a patch's variant chooser: the facts match no variant the patch knows."""
 
 
+ANY_VARIANT = "*"  # Contract.names key: required by every variant
+
+
 @dataclass(frozen=True)
 class Contract:
     cls: str
     wraps: tuple[str, ...] = ()  # replaced; must exist
     wraps_if_present: tuple[str, ...] = ()  # replaced where this line has them (e.g. two-stage DeepEP calls)
     adds: tuple[str, ...] = ()  # added; a FastDeploy that defines them itself needs no patch
-    uses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # method -> names passed or read by name
+    # "method" (of cls) or "Class.method" (of a class in the patch's modules) -> parameter names passed or read
+    # by name; "a|b": one of these spellings, "a|": passed only where the line has it
+    uses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # variant (ANY_VARIANT: all) -> "Class.attribute" read or written on FastDeploy objects; "C.a|C.b" spellings
+    names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tolerates: tuple[str, ...] = ()  # "Class.attribute" read only with a fallback (getattr default): never required
+    # behaviour marker (fd_facts.markers) -> the values the patch works with ("" = the marker may be absent)
+    markers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     optional_class: str = ""  # why a line without the class needs no patch ("" = the class is required)
 
 
@@ -53,6 +67,19 @@ class Contract:
 class Choice:
     variant: str | None  # None: not needed on this FastDeploy
     reason: str
+    line: Mapping[str, str] = field(default_factory=dict)  # facts of this line the patch's code needs (markers)
+
+
+class Variant(str):
+    """The variant a patch applies as, with what it needs to know of this line: for each declared spelling
+    group, keyed by its first spelling, the one this line has ("" = absent), and the chooser's `line` facts."""
+
+    line: Mapping[str, str]
+
+    def __new__(cls, name: str, line: Mapping[str, str] | None = None) -> "Variant":
+        variant = super().__new__(cls, name)
+        variant.line = MappingProxyType(dict(line or {}))
+        return variant
 
 
 NO_FACTS = ModuleFacts()  # a module without readable source: no markers, so variant choosers refuse
@@ -62,10 +89,12 @@ def _one_variant(facts: Mapping[str, ModuleFacts]) -> Choice:
     return Choice("default", "contract holds")
 
 
-# build(cls, variant, settings) -> {attribute: replacement}
+# build(cls, variant, settings) -> {attribute: replacement}; variant is a Variant (a str)
 BuildReplacements = Callable[[type, str, Settings], dict[str, object]]
-# on_runner_init(fd_config, settings) -> {attribute: value} set on the runner after FastDeploy's __init__
-RunnerInitHook = Callable[[object, Settings], dict[str, object]]
+# on_runner_init(fd_config, settings, variant) -> {attribute: value} set on the runner after FastDeploy's __init__
+RunnerInitHook = Callable[[object, Settings, Variant], dict[str, object]]
+# runtime() -> why this process needs no patch whatever FastDeploy's source says (e.g. no CUDA), or None
+RuntimeCheck = Callable[[], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +109,10 @@ class Patch:
     removal_plan: str
     build: BuildReplacements = field(compare=False, repr=False)
     choose: Callable[[Mapping[str, ModuleFacts]], Choice] = field(default=_one_variant, compare=False, repr=False)
-    facts_from: tuple[str, ...] = ()  # other modules whose facts `choose` reads (e.g. fastdeploy.config)
+    facts_from: tuple[str, ...] = ()  # other modules whose facts `choose` or the declared names read
     on_runner_init: RunnerInitHook | None = field(default=None, compare=False, repr=False)
+    # checked at the runner gate, where the worker's device is known: a reason makes the patch "not needed"
+    runtime: RuntimeCheck | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         missing = [f for f in ("why", "how", "related_pr", "removal_plan") if not getattr(self, f).strip()]
@@ -111,7 +142,7 @@ class PatchReport:
     patch: str
     verdict: Verdict
     detail: str
-    variant: str | None = None
+    variant: Variant | None = None
     attributes: tuple[str, ...] = ()
 
     def line(self) -> str:
@@ -175,6 +206,88 @@ def _names(params: tuple[str, ...]) -> set[str]:
     return {p.lstrip("*").rstrip("=") for p in params if p != "*"}
 
 
+def _class_members(facts: Mapping[str, ModuleFacts], modules: tuple[str, ...], name: str) -> set[str] | None:
+    """Methods and assigned attributes of class `name`, bases included (looked up in its own module first, then in
+    the patch's other modules), from the first of `modules` that defines it."""
+    for module in modules:
+        found = facts.get(module)
+        if found is None or name not in found.classes:
+            continue
+        members: set[str] = set()
+        pending, seen = [(found, name)], set()
+        while pending:  # bases by name, in this module first, then in the patch's other modules
+            home, base = pending.pop()
+            cls = home.classes.get(base) or next(
+                (f.classes[base] for m in modules if (f := facts.get(m)) is not None and base in f.classes), None)
+            if cls is None or id(cls) in seen:
+                continue
+            seen.add(id(cls))
+            members |= set(cls.methods) | set(cls.attributes)
+            pending += [(home, b.rsplit(".", 1)[-1]) for b in cls.bases]
+        return members
+    return None
+
+
+def _spelling(options: str, present: Callable[[str], bool]) -> tuple[str, str | None]:
+    """(the group's key, the first of its spellings `present` accepts, "" for an allowed absence, None if none)."""
+    spellings = options.split("|")
+    key = spellings[0].rsplit(".", 1)[-1]
+    for spelling in spellings:
+        if spelling == "" or present(spelling):
+            return key, spelling.rsplit(".", 1)[-1]
+    return key, None
+
+
+def _declared_names(patch: Patch, variant: str, facts: Mapping[str, ModuleFacts],
+                    methods: dict[str, tuple[str, ...]]) -> tuple[list[str], dict[str, str]]:
+    """Problems with the names `patch` declares for `variant` on this line, and this line's spellings."""
+    c = patch.contract
+    modules = (patch.module, *patch.facts_from)
+    problems: list[str] = []
+    line: dict[str, str] = {}
+    for method, used in c.uses.items():
+        owner, _, name = method.rpartition(".")
+        if owner:
+            params = next((f.classes[owner].methods[name].params for m in modules if (f := facts.get(m)) is not None
+                           and owner in f.classes and name in f.classes[owner].methods), None)
+        else:
+            owner, params = c.cls, methods.get(method)
+        if params is None:
+            problems.append(f"{owner}.{name or method} is missing")
+            continue
+        absent = []
+        for options in used:
+            key, spelled = _spelling(options, lambda p: p in _names(params))
+            if spelled is None:
+                absent.append(" or ".join(options.split("|")))
+            elif "|" in options:
+                line[key] = spelled
+        if absent:
+            problems.append(f"{owner}.{name or method}({', '.join(params)}) lacks {', '.join(absent)}")
+    for options in (*c.names.get(ANY_VARIANT, ()), *c.names.get(variant, ())):
+        members: dict[str, set[str] | None] = {}
+
+        def present(dotted: str) -> bool:
+            owner, _, attribute = dotted.partition(".")
+            if owner not in members:  # the patched class: its live methods too
+                members[owner] = (_class_members(facts, modules, owner) or set()) | (set(methods) if owner == c.cls
+                                                                                    else set())
+            return attribute in (members[owner] or ())
+
+        key, spelled = _spelling(options, present)
+        if spelled is None:
+            problems.append(f"{' or '.join(options.split('|'))} is missing (read or written by the patch)")
+        elif "|" in options:
+            line[key] = spelled
+    found = {k: v for m in reversed(modules) if (f := facts.get(m)) is not None for k, v in f.markers.items()}
+    for marker, accepted in c.markers.items():
+        value = found.get(marker, "")
+        if value not in accepted:
+            problems.append(f"marker {marker} is {value or 'absent'!r} on this line; the patch relies on "
+                            f"{' or '.join(repr(a or 'absent') for a in accepted)}")
+    return problems, line
+
+
 def judge(patch: Patch, facts: Mapping[str, ModuleFacts], live_cls: type | None = None) -> PatchReport:
     """The verdict of `patch` on a FastDeploy described by `facts` (and, in a worker, the live class)."""
     c = patch.contract
@@ -200,18 +313,12 @@ def judge(patch: Patch, facts: Mapping[str, ModuleFacts], live_cls: type | None 
         return PatchReport(patch.name, Verdict.REFUSED, str(broken))
     if choice.variant is None:  # before the names it uses: a patch that is not needed calls nothing
         return PatchReport(patch.name, Verdict.NOT_NEEDED, choice.reason)
-    problems = []
-    for method, used in c.uses.items():
-        if method not in methods:
-            problems.append(f"{c.cls}.{method} is missing")
-            continue
-        absent = [u for u in used if u not in _names(methods[method])]
-        if absent:
-            problems.append(f"{c.cls}.{method}({', '.join(methods[method])}) lacks {', '.join(absent)}")
+    problems, line = _declared_names(patch, choice.variant, facts, methods)
     if problems:
         return PatchReport(patch.name, Verdict.REFUSED, "; ".join(problems))
     attributes = (*c.wraps, *(m for m in c.wraps_if_present if m in methods), *c.adds)
-    return PatchReport(patch.name, Verdict.APPLIED, f"{choice.variant}: {choice.reason}", choice.variant, attributes)
+    variant = Variant(choice.variant, {**line, **choice.line})
+    return PatchReport(patch.name, Verdict.APPLIED, f"{choice.variant}: {choice.reason}", variant, attributes)
 
 
 @dataclass(frozen=True)
@@ -229,6 +336,17 @@ def group_verdict(group: str, reports: list[PatchReport]) -> GroupVerdict:
     if reports and all(r.verdict is Verdict.NOT_NEEDED for r in reports):
         return GroupVerdict(group, "not needed", details)
     return GroupVerdict(group, "applies", details)
+
+
+def _module_facts(name: str, module: ModuleType | None) -> ModuleFacts | None:
+    """Facts of an imported module from its file; of one not imported yet, from the installed source (no import)."""
+    if module is not None:
+        return fd_facts.live_module_facts(module)
+    root = fd_facts.installed_root()
+    path = None if root is None else fd_facts.module_path(root, name)
+    if path is None or not path.is_file():
+        return None
+    return fd_facts.module_facts(path.read_text(encoding="utf-8"))
 
 
 # -- the registry of one process ------------------------------------------------------------------------------
@@ -276,9 +394,9 @@ class Registry:
             cls = resolve_class(getattr(module, patch.contract.cls, None), patch.contract.cls)
             loaded = import_hooks.loaded_modules()
             loaded[patch.module] = module  # its body has just run (we may be called from its loader)
-            targets = {patch.module, *patch.facts_from} & set(loaded)
             try:
-                facts = {name: f for name in targets if (f := fd_facts.live_module_facts(loaded[name])) is not None}
+                facts = {name: f for name in (patch.module, *patch.facts_from)
+                         if (f := _module_facts(name, loaded.get(name))) is not None}
                 report = judge(patch, facts, cls)
             except Exception as error:  # noqa: BLE001 - we may be inside FastDeploy's import: record, never raise
                 report = PatchReport(patch.name, Verdict.REFUSED, f"could not judge: {type(error).__name__}: {error}")
@@ -362,9 +480,12 @@ class Registry:
         """Decide, from the real FDConfig, whether a refused group stops this worker; prepare applied patches."""
         self._resolve_pending(runner_cls)  # outside the lock: the imports' own callbacks take it
         with self._lock:
+            not_here = self._not_needed_in_this_process()
             problems = []
             for group, why_refused in self.refused.items():
                 needed, why = self.needs[group].needed(fd_config)
+                if needed and group in not_here:
+                    needed, why = False, not_here[group]
                 if needed:
                     problems.append(f"group {group} is refused ({why_refused}) and this deployment needs it ({why})")
                 else:
@@ -381,8 +502,19 @@ class Registry:
             for name in self._applied:
                 patch = self.patches[name]
                 if patch.on_runner_init is not None and patch.contract.cls == runner_cls:
-                    attributes.update(patch.on_runner_init(fd_config, self.settings))
+                    attributes.update(patch.on_runner_init(fd_config, self.settings, self.reports[name].variant))
             return attributes
+
+    def _not_needed_in_this_process(self) -> dict[str, str]:
+        """Revert the applied patches whose runtime check gives a reason (e.g. no CUDA); {group: reason} of the
+        groups whose every member has one."""
+        reasons = {p.name: why for p in self.patches.values() if p.runtime is not None and (why := p.runtime())}
+        for name in [n for n in self._applied if n in reasons]:
+            self.revert(name)
+            self._record(PatchReport(name, Verdict.NOT_NEEDED, reasons[name]))
+        groups = {p.group for p in self.patches.values()}
+        return {g: "; ".join(reasons[p.name] for p in self.group_members(g)) for g in groups
+                if all(p.name in reasons for p in self.group_members(g))}
 
     def _resolve_pending(self, runner_cls: str) -> None:
         """Every target module is now imported or known not to be: the other platform's runner never is."""

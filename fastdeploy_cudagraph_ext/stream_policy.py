@@ -283,6 +283,11 @@ def get_policy() -> CaptureStreamPolicy:
         return _policy
 
 
+def installed_policy() -> CaptureStreamPolicy | None:
+    """The process's policy if one is built or installed (builds none)."""
+    return _policy
+
+
 def install_policy(policy: CaptureStreamPolicy | None) -> CaptureStreamPolicy | None:
     """Replace the process's policy (tests, other device back-ends); returns the previous one."""
     global _policy

@@ -2,16 +2,17 @@
 from types import SimpleNamespace
 
 
-def make_fd_config(k=1, max_num_seqs=8, sizes=(2, 4, 8, 16), ep=False, cap=128, role="mixed"):
-    """`sizes` are what the user (or FastDeploy's ladder) gave; develop's FDConfig scales them by k+1 here."""
+def make_fd_config(k=1, max_num_seqs=8, sizes=(2, 4, 8, 16), ep=False, cap=128, role="mixed", method="mtp"):
+    """`sizes` are what the user (or FastDeploy's ladder) gave; develop's FDConfig scales them by k+1 here (for the
+    methods the era's FDConfig counts k+1 for)."""
     from fastdeploy.config import GraphOptimizationConfig, MoEPhase, init_like_fdconfig
 
     graph = GraphOptimizationConfig(sizes)
-    init_like_fdconfig(graph, max_num_seqs, k)
+    init_like_fdconfig(graph, max_num_seqs, k, method)
     fd_config = SimpleNamespace(
         graph_opt_config=graph,
         scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs, max_num_batched_tokens=2048, splitwise_role=role),
-        speculative_config=SimpleNamespace(method="mtp" if k else None, num_speculative_tokens=k),
+        speculative_config=SimpleNamespace(method=method if k else None, num_speculative_tokens=k),
         parallel_config=SimpleNamespace(use_ep=ep, expert_parallel_size=8 if ep else 1,
                                         ep_group=SimpleNamespace(ranks=list(range(8))) if ep else None),
         model_config=SimpleNamespace(num_max_dispatch_tokens_per_rank=cap, moe_layer_start_index=0, hidden_size=8,

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import os
 import subprocess
-import sys
 import types
 from pathlib import Path
 
-MIRROR = Path("/work/.mirror/gongshaotian+FastDeploy/repo")
+# A bare git mirror of the gongshaotian/FastDeploy fork (it carries upstream's release branches and the commits in
+# tools/extract_fd_facts.py RELEASES): `git clone --mirror https://github.com/gongshaotian/FastDeploy DIR`.
+MIRROR_ENV = "FD_CUDAGRAPH_EXT_FD_MIRROR"
+MIRROR = Path(os.environ[MIRROR_ENV]) if os.environ.get(MIRROR_ENV) else None
+SKIP_REASON = (f"no FastDeploy mirror: set {MIRROR_ENV} to a bare git mirror of gongshaotian/FastDeploy "
+               f"(git clone --mirror https://github.com/gongshaotian/FastDeploy DIR) to run the real-source tests")
+if MIRROR is not None and not MIRROR.is_dir():
+    SKIP_REASON = f"{MIRROR_ENV}={MIRROR} is not a directory; point it at a bare git mirror of gongshaotian/FastDeploy"
+    MIRROR = None
 # Third-party packages FastDeploy's modules import that this test machine lacks.
 STUBBED_TOP_LEVEL = {"fastdeploy", "paddleformers", "zmq", "yaml", "triton", "deep_ep", "paddlefleet", "aistudio_sdk",
                      "xxhash", "msgpack", "redis", "fastsafetensors", "safetensors", "tqdm", "openai", "uvicorn"}

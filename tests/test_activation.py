@@ -75,7 +75,7 @@ def test_revert_restores_added_attribute_by_deleting_it(fd_era):
     assert "clean_low_latency_buffer" not in ep.DeepEPBufferManager.__dict__
 
 
-def test_refusal_inside_an_import_is_recorded_and_surfaces_when_the_runner_is_built(fd_era, monkeypatch):
+def test_refusal_inside_an_import_is_recorded_and_surfaces_when_the_runner_is_built(fd_era, monkeypatch, runtime):
     from fd_configs import make_fd_config
 
     backend = importlib.import_module(BACKEND)
@@ -116,7 +116,7 @@ def test_import_finder_leaves_once_every_target_module_is_imported(fd_era):
     assert import_hooks._finder not in __import__("sys").meta_path
 
 
-def test_import_finder_leaves_once_every_target_is_settled(fd_era):
+def test_import_finder_leaves_once_every_target_is_settled(fd_era, runtime):  # runtime: a CUDA process
     from fd_configs import make_fd_config
 
     ext.activate()
@@ -134,9 +134,18 @@ def test_activation_from_inside_fastdeploys_own_import(tmp_path):
     (package / "__init__.py").write_text("")
     (package / "worker" / "__init__.py").write_text("")
     (package / "zoo.py").write_text("import fastdeploy_cudagraph_ext\nfastdeploy_cudagraph_ext.register()\n")
+    (package / "config.py").write_text(textwrap.dedent('''
+        class GraphOptimizationConfig:
+            cudagraph_capture_sizes = None
+            def init_with_cudagrpah_size(self, max_capture_size=0): pass
+        def build(config):
+            k = config.num_speculative_tokens if config.method in ["mtp"] else 0
+            config.graph_opt_config.init_with_cudagrpah_size(max_capture_size=8 * (k + 1))
+    '''))
     (package / "worker" / "gpu_model_runner.py").write_text(textwrap.dedent('''
         import fastdeploy.zoo  # plugins load here, before the class below exists
         class GPUModelRunner:
+            fd_config = graph_opt_config = use_cudagraph = cudagraph_capture_sizes = None
             def __init__(self, fd_config, device, device_id, rank, local_rank): pass
             def capture_model(self):
                 for size in self.cudagraph_capture_sizes:

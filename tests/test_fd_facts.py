@@ -253,6 +253,7 @@ def test_config_scaling_markers(source, init, guard, defaults, built_in):
 BACKEND_TOKEN = """
     class CudaGraphPiecewiseBackend:
         def __call__(self, **kwargs):
+            n = kwargs["ids_remove_padding"].shape[0]
             entry = self.concrete_size_entries.get(self.padded[n])
             if self.static:
                 return self.run_static_model(entry, **kwargs)
@@ -264,7 +265,7 @@ BACKEND_SHAPE_AND_MODE = """
     class CudaGraphPiecewiseBackend:
         def __call__(self, **kwargs):
             if self.spec and all(self.real_bsz_to_captured_size.values()):
-                n = self.real_bsz_to_captured_size[running]
+                n = self.real_bsz_to_captured_size[kwargs["forward_meta"].real_bsz]
             entry = self.concrete_size_entries.get((self.padded[n], prefill))
             if static:
                 return self.run_static_model(entry, is_decode=decode, **kwargs)
@@ -275,13 +276,66 @@ BACKEND_SHAPE_AND_MODE = """
 
 @pytest.mark.parametrize("source, expected", [
     (BACKEND_TOKEN, {"passes_is_decode": "no", "entry_key": "token", "reads_real_bsz_to_captured_size": "no",
-                     "validates_decode_capture_order": "no", "output": "output_buffers", "synchronizes_device": "yes"}),
+                     "validates_decode_capture_order": "no", "output": "output_buffers", "synchronizes_device": "yes",
+                     "kwargs_read": "ids_remove_padding"}),
     (BACKEND_SHAPE_AND_MODE, {"passes_is_decode": "yes", "entry_key": "shape_and_mode",
                               "reads_real_bsz_to_captured_size": "yes", "validates_decode_capture_order": "yes",
-                              "output": "output_buffer", "synchronizes_device": "no"}),
+                              "output": "output_buffer", "synchronizes_device": "no", "kwargs_read": "forward_meta"}),
 ], ids=["token", "shape_and_mode"])
 def test_backend_markers(source, expected):
     assert marks(source, "CudaGraphPiecewiseBackend.__call__.") == expected
+
+
+PR_7344_SHAPE = """
+    class CudaGraphPiecewiseBackend:
+        def __init__(self):
+            self._capture_stream = paddle.device.Stream()
+        def run_static_model(self, entry, **kwargs):
+            self.cuda_graph_manager.state = CUDAGraphState.REPLAY
+            result = entry.runnable(**kwargs)
+            paddle.device.synchronize()
+        def __call__(self, **kwargs):
+            entry = self.concrete_size_entries.get(self.padded[n])
+"""
+
+
+@pytest.mark.parametrize("source, expected", [
+    (BACKEND_TOKEN, {"own_capture_stream": "no", "synchronizes_after_replay": "no"}),  # synchronize around capture
+    (PR_7344_SHAPE, {"own_capture_stream": "yes", "synchronizes_after_replay": "yes"}),
+    (PR_7344_SHAPE.replace("paddle.device.Stream()", "None"), {"own_capture_stream": "no",
+                                                               "synchronizes_after_replay": "yes"}),
+    (BACKEND_TOKEN + "            entry.cuda_graph.replay()\n", {"own_capture_stream": "no",
+                                                                "synchronizes_after_replay": "no"}),
+    (BACKEND_TOKEN + "            entry.cuda_graph.replay()\n            paddle.device.synchronize()\n",
+     {"own_capture_stream": "no", "synchronizes_after_replay": "yes"}),
+], ids=["around_capture", "pr_7344", "static_replay_sync", "replay_last", "replay_then_sync"])
+def test_conflict_markers_tell_pr_7344_s_shape_from_the_synchronize_around_capture(source, expected):
+    assert {k: v for k, v in marks(source, "CudaGraphPiecewiseBackend.").items() if "." not in k} == expected
+
+
+@pytest.mark.parametrize("condition, expected", [
+    ('self.speculative_config.method == "mtp"', "mtp"),
+    ('self.speculative_config.method in ["mtp", "suffix"]', "mtp,suffix"),
+    ("self.speculative_config.method in [SpecMethod.MTP, SpecMethod.SUFFIX, SpecMethod.NGRAM]", "mtp,ngram,suffix"),
+    ("self.speculative_config.method is not None", "none"),  # 2.4/2.5's ladder: names no method
+])
+def test_the_methods_fdconfig_counts_k_plus_1_for(condition, expected):
+    source = f"""
+    class GraphOptimizationConfig:
+        def init_with_cudagrpah_size(self, max_capture_size=0): pass
+    class FDConfig:
+        def __init__(self):
+            shape = self.scheduler_config.max_num_seqs
+            if {condition}:
+                shape = shape * (self.speculative_config.num_speculative_tokens + 1)
+            self.graph_opt_config.init_with_cudagrpah_size(max_capture_size=shape)
+    class SpeculativeConfig:
+        def __init__(self):
+            self.method_list = ["ngram_match", "mtp"]
+"""
+    markers = module_facts(textwrap.dedent(source)).markers
+    assert markers["FDConfig.k_plus_1_methods"] == expected
+    assert markers["SpeculativeConfig.method_list"] == "mtp,ngram_match"
 
 
 # -- the in-forward low-latency clean ----------------------------------------------------------------

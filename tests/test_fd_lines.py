@@ -171,7 +171,7 @@ def test_the_worker_and_plan_lay_out_the_same_sizes_from_the_line_s_ladder(tmp_p
         speculative_config=SimpleNamespace(method="mtp", num_speculative_tokens=1),
         parallel_config=SimpleNamespace(use_ep=False), model_config=SimpleNamespace())
     fd_config.get_max_chunk_tokens = lambda: 8192
-    worker = plan_deployment(deployment_settings(fd_config, Settings(enable=True)))
+    worker = plan_deployment(deployment_settings(fd_config, Settings(enable=True), line.counted_methods))
 
     config = json.loads(deployment.bundled_text("ernie45-300b-a47b-ep8-mixed-mtp1"))
     config["launch"].update({"max-num-seqs": 200, "enable-expert-parallel": False})
@@ -262,3 +262,19 @@ def test_facts_without_a_sizing_marker_are_a_clear_error():
     raw["modules"]["fastdeploy.config"]["markers"]["GraphOptimizationConfig._set_cudagraph_sizes.ladder"] = "other"
     with pytest.raises(fd_lines.LineError, match="ValueError"):
         fd_lines.LineSizing.from_fixture(raw)
+
+
+@pytest.mark.parametrize("method, line, counted", [
+    ("suffix", "2.4", False), ("suffix", "2.5", True), ("suffix", "2.6", True), ("ngram", "2.6", False),
+    ("ngram", "develop", True), ("mtp", "2.2.0", True)])
+def test_plan_counts_k_for_the_methods_the_line_scales_for(tmp_path, capsys, method, line, counted):
+    """k counts where that line's FDConfig scales sizes by k+1 for the method (FDConfig.k_plus_1_methods), as the
+    worker counts it: a suffix deployment on 2.5 is planned at k+1 tokens per request, on 2.4 at one."""
+    config = json.loads(deployment.bundled_text("ernie45-300b-a47b-ep8-mixed-mtp1"))
+    config["launch"]["speculative-config"] = {"method": method, "num_speculative_tokens": 3}
+    config["launch"].update({"max-num-seqs": 16, "enable-expert-parallel": False})
+    assert cli.main(["plan", "--config", write(tmp_path, config), "--fd-line", line, "--json"]) == cli.OK
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["settings"]["num_speculative_tokens"] == (3 if counted else 0)
+    step = 4 if counted else 1
+    assert planned["captures"] and all(c["batch_size"] * step == c["capture_size"] for c in planned["captures"])

@@ -75,7 +75,8 @@ def test_a_wrapped_method_that_is_gone_refuses():
 
 GPU_RUNNER = '''
 class GPUModelRunner:
-    def __init__(self, fd_config, device, device_id, rank, local_rank): pass
+    def __init__(self, fd_config, device, device_id, rank, local_rank):
+        self.fd_config = self.graph_opt_config = self.use_cudagraph = self.cudagraph_capture_sizes = None
     def _dummy_run(self, {dummy}): pass
     def capture_model(self):
         for batch_size in self.cudagraph_capture_sizes:
@@ -84,8 +85,24 @@ class GPUModelRunner:
 '''
 
 
-def runner_facts(dummy="num_tokens, batch_size, expected_decode_len=1, in_capturing=False", batch="int(batch_size / 2)"):
-    return {RUNNER: module_facts(GPU_RUNNER.format(dummy=dummy, batch=batch))}
+CONFIG = "fastdeploy.config"
+CONFIG_SOURCE = '''
+class GraphOptimizationConfig:
+    def __init__(self):
+        self.cudagraph_capture_sizes = None
+    def init_with_cudagrpah_size(self, {cap}=0): pass
+class FDConfig:
+    def __init__(self, spec, graph):
+        if spec.method in [{methods}]:
+            self.max_capture_shape = 8 * (spec.num_speculative_tokens + 1)
+        graph.init_with_cudagrpah_size(max_capture_size=self.max_capture_shape)
+'''
+
+
+def runner_facts(dummy="num_tokens, batch_size, expected_decode_len=1, in_capturing=False", batch="int(batch_size / 2)",
+                 cap="max_capture_size", methods='"mtp"'):
+    return {RUNNER: module_facts(GPU_RUNNER.format(dummy=dummy, batch=batch)),
+            CONFIG: module_facts(CONFIG_SOURCE.format(cap=cap, methods=methods))}
 
 
 def test_a_required_parameter_that_is_renamed_refuses():
@@ -238,23 +255,116 @@ def test_a_base_named_like_its_subclass_is_not_followed_into_itself():
 
 BACKEND = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
 BACKEND_SOURCE = '''
+class ConcreteSizeEntry:
+    real_shape: int
+    use_cudagraph: bool = True
+    captured: bool = False
+    cuda_graph: object = None
+    {output}: object = None
 class CudaGraphPiecewiseBackend:
-    def __init__(self, fd_config, runnable): pass
+    def __init__(self, fd_config, runnable):
+        self.fd_config = fd_config
+        self.real_shape_to_captured_size = self.concrete_size_entries = {{}}
     def __call__(self, **kwargs):
         {body}
     def clear_graph(self): pass
 '''
+FORWARD_META = "fastdeploy.model_executor.forward_meta"
+TOKEN_KEYED = ("entry = self.concrete_size_entries.get("
+               "self.real_shape_to_captured_size[kwargs['forward_meta'].ids_remove_padding.shape[0]])")
+
+
+def backend_facts(body=TOKEN_KEYED, output="output_buffers"):
+    return {BACKEND: module_facts(BACKEND_SOURCE.format(body=body, output=output)),
+            FORWARD_META: module_facts("class ForwardMeta:\n    ids_remove_padding: object\n")}
 
 
 def test_backend_variant_follows_how_fastdeploy_keys_its_entries():
     capture = patch_named("capture_stream")
-    token = BACKEND_SOURCE.format(body="entry = self.concrete_size_entries.get("
-                                       "self.real_shape_to_captured_size[kwargs['forward_meta'].ids_remove_padding.shape[0]])")
-    assert judge(capture, {BACKEND: module_facts(token)}).variant == "token_keyed"
-    unknown = judge(capture, {BACKEND: module_facts(BACKEND_SOURCE.format(body="return self.runnable(**kwargs)"))})
+    assert judge(capture, backend_facts()).variant == "token_keyed"
+    by_ids = judge(capture, backend_facts(TOKEN_KEYED.replace("kwargs['forward_meta'].ids_remove_padding",
+                                                              "kwargs['ids_remove_padding']"), output="output_buffer"))
+    assert by_ids.variant == "token_keyed_by_ids" and by_ids.variant.line["output_buffers"] == "output_buffer"
+    unknown = judge(capture, backend_facts("return self.runnable(**kwargs)"))
     assert unknown.verdict is Verdict.REFUSED
     assert unknown.detail == ("CudaGraphPiecewiseBackend.__call__ keys its entries in a way the plugin does not know "
-                              "(marker entry_key='other'), so it cannot tell a replay from a capture")
+                              "(markers entry_key='other', kwargs_read='none'), so it cannot tell a replay from a capture")
+
+
+# -- issue 15: every FastDeploy name a patch touches is declared and checked on the line ----------------------
+def test_a_declared_attribute_missing_on_the_line_refuses_at_the_gate_not_in_the_worker():
+    facts = backend_facts()
+    facts[FORWARD_META] = module_facts("class ForwardMeta:\n    input_ids: object\n")  # ids_remove_padding renamed
+    report = judge(patch_named("capture_stream"), facts)
+    assert report.verdict is Verdict.REFUSED
+    assert report.detail == "ForwardMeta.ids_remove_padding is missing (read or written by the patch)"
+
+
+def test_neither_spelling_of_a_declared_name_refuses_naming_both():
+    report = judge(patch_named("capture_stream"), backend_facts(output="outputs"))
+    assert report.detail == ("ConcreteSizeEntry.output_buffers or ConcreteSizeEntry.output_buffer is missing "
+                             "(read or written by the patch)")
+
+
+def test_the_line_s_spelling_of_a_passed_keyword_reaches_the_patch():
+    assert judge(CAPTURE, runner_facts()).variant.line["max_capture_size"] == "max_capture_size"
+    assert judge(CAPTURE, runner_facts(cap="max_num_seqs")).variant.line["max_capture_size"] == "max_num_seqs"
+    gone = judge(CAPTURE, runner_facts(cap="max_shape"))
+    assert gone.verdict is Verdict.REFUSED
+    assert gone.detail == ("GraphOptimizationConfig.init_with_cudagrpah_size(self, max_shape=) lacks max_capture_size "
+                           "or max_num_seqs")
+
+
+def test_an_optional_keyword_is_passed_only_where_the_line_has_it():
+    assert judge(CAPTURE, runner_facts()).variant.line["accept_all_drafts"] == ""
+    with_drafts = runner_facts(dummy="num_tokens, batch_size, expected_decode_len=1, in_capturing=False, "
+                                     "accept_all_drafts=False")
+    assert judge(CAPTURE, with_drafts).variant.line["accept_all_drafts"] == "accept_all_drafts"
+
+
+def test_k_counts_for_the_methods_the_line_s_fdconfig_scales_for():
+    assert judge(CAPTURE, runner_facts()).variant.line["k_plus_1_methods"] == "mtp"
+    suffix = runner_facts(methods='"mtp", "suffix"')
+    assert judge(CAPTURE, suffix).variant.line["k_plus_1_methods"] == "mtp,suffix"
+    enum = runner_facts(methods="SpecMethod.MTP, SpecMethod.SUFFIX, SpecMethod.NGRAM")
+    assert judge(CAPTURE, enum).variant.line["k_plus_1_methods"] == "mtp,ngram,suffix"
+
+
+def test_a_line_whose_fdconfig_names_no_method_counts_every_accepted_method():
+    facts = runner_facts()
+    facts[CONFIG] = module_facts(CONFIG_SOURCE.format(cap="max_num_seqs", methods='"mtp"').replace(
+        "if spec.method in", "if spec.other in") + "class SpeculativeConfig:\n    def __init__(self):\n"
+        "        self.method_list = ['ngram_match', 'mtp']\n")
+    assert judge(CAPTURE, facts).variant.line["k_plus_1_methods"] == "mtp,ngram_match"
+    facts[CONFIG] = module_facts(CONFIG_SOURCE.format(cap="max_num_seqs", methods='"mtp"').replace(
+        "if spec.method in", "if spec.other in"))
+    unknown = judge(CAPTURE, facts)
+    assert unknown.verdict is Verdict.REFUSED and "cannot tell which speculative methods" in unknown.detail
+
+
+PR_7344_CALL = (TOKEN_KEYED + "\n        with stream_guard(self._capture_stream):\n"
+                "            entry.cuda_graph.replay()\n            paddle.device.synchronize()")
+
+
+@pytest.mark.parametrize("shape,conflict", [
+    ("self._capture_stream = paddle.device.Stream()", "makes its own capture stream"),
+    (TOKEN_KEYED + "\n        entry.cuda_graph.replay()\n        paddle.device.synchronize()",
+     "synchronizes the device after replays"),
+    (PR_7344_CALL, "makes its own capture stream and synchronizes the device after replays"),
+])
+def test_a_backend_with_pr_7344_s_shape_is_refused_naming_the_conflict_and_the_fix(shape, conflict):
+    report = judge(patch_named("capture_stream"), backend_facts(TOKEN_KEYED + "\n        " + shape))
+    assert report.verdict is Verdict.REFUSED
+    assert report.detail.startswith(f"this FastDeploy's CudaGraphPiecewiseBackend already {conflict} (the closed PR "
+                                    f"#7344's shape)")
+    assert "Fix: install an upstream FastDeploy without PR #7344" in report.detail
+
+
+def test_a_synchronize_around_capture_is_not_a_conflict():
+    around = (TOKEN_KEYED + "\n        paddle.device.synchronize()\n        graph.capture_begin()\n"
+              "        graph.capture_end()\n        paddle.device.synchronize()\n        entry.cuda_graph.replay()")
+    report = judge(patch_named("capture_stream"), backend_facts(around))
+    assert report.verdict is Verdict.APPLIED
 
 
 # -- the pieces, each with its exact behaviour (mutation testing, issue 11) ------------------------------------
@@ -482,7 +592,7 @@ def test_a_reverted_patch_forgets_its_report(fd_era):
     assert reg.revert(patch.name) and patch.name not in reg.reports
 
 
-def test_the_stop_message_names_every_needed_refused_group(fd_era, monkeypatch):
+def test_the_stop_message_names_every_needed_refused_group(fd_era, monkeypatch, runtime):  # runtime: CUDA
     from fd_configs import make_fd_config
 
     backend = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
@@ -499,6 +609,57 @@ def test_the_stop_message_names_every_needed_refused_group(fd_era, monkeypatch):
         "deployment needs it (CUDA graphs are on and expert parallelism runs in mixed mode). Every patch was reverted. "
         "Use a FastDeploy release listed in README's compatibility table, or unset FD_CUDAGRAPH_EXT to serve without "
         "the plugin.")
+
+
+@pytest.fixture
+def no_cuda():
+    """A non-CUDA Paddle process: the CPU paddlepaddle wheel (as an XPU build) and no stream policy installed."""
+    import paddle
+
+    from fastdeploy_cudagraph_ext.stream_policy import install_policy
+
+    assert not paddle.is_compiled_with_cuda()
+    previous = install_policy(None)
+    yield
+    install_policy(previous)
+
+
+def test_facts_of_a_module_not_imported_yet_come_from_the_installed_source(fd_era):
+    """A module a patch reads facts from may not be imported yet when the patch is judged."""
+    import sys
+
+    from fastdeploy_cudagraph_ext.registry import _module_facts
+
+    assert "fastdeploy.config" not in sys.modules
+    facts = _module_facts("fastdeploy.config", None)
+    assert "init_with_cudagrpah_size" in facts.classes["GraphOptimizationConfig"].methods
+    assert "fastdeploy.config" not in sys.modules  # read, never imported
+    assert _module_facts("fastdeploy.no_such_module", None) is None
+
+
+def test_without_cuda_the_capture_stream_group_is_not_needed_even_when_refused(fd_era, monkeypatch, no_cuda):
+    from fd_configs import make_fd_config
+
+    backend = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
+    reg = registry()
+    monkeypatch.delattr(backend.CudaGraphPiecewiseBackend, "clear_graph")
+    reg.apply_to_module(patch_named("capture_stream"), backend)
+    assert "capture_stream" in reg.refused
+    reg.runner_built("GPUModelRunner", make_fd_config(k=1))  # not stopped
+    assert reg.reports["capture_stream"].verdict is Verdict.REFUSED
+
+
+def test_without_cuda_an_applied_capture_stream_patch_is_reverted_at_the_gate(fd_era, no_cuda):
+    from fd_configs import make_fd_config
+
+    backend = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
+    original = backend.CudaGraphPiecewiseBackend.__dict__["__call__"]
+    reg = registry()
+    assert reg.apply_to_module(patch_named("capture_stream"), backend).verdict is Verdict.APPLIED
+    reg.runner_built("GPUModelRunner", make_fd_config(k=1))
+    report = reg.reports["capture_stream"]
+    assert report.verdict is Verdict.NOT_NEEDED and report.detail.startswith("Paddle is not compiled with CUDA")
+    assert backend.CudaGraphPiecewiseBackend.__dict__["__call__"] is original
 
 
 def test_a_refused_group_not_needed_logs_one_exact_line(fd_era, monkeypatch, caplog):
@@ -545,8 +706,8 @@ def test_runner_attributes_come_from_applied_patches_of_that_runner_only(fd_era)
     runner = importlib.import_module(RUNNER)
     seen = []
 
-    def on_init(fd_config, settings):
-        seen.append((fd_config, settings))
+    def on_init(fd_config, settings, variant):
+        seen.append((fd_config, settings, variant))
         return {"planned": 1}
 
     gpu = dataclasses.replace(CAPTURE, on_runner_init=on_init)
@@ -555,7 +716,7 @@ def test_runner_attributes_come_from_applied_patches_of_that_runner_only(fd_era)
     reg.apply_to_module(gpu, runner)
     config = make_fd_config(k=1)
     assert reg.runner_built("GPUModelRunner", config) == {"planned": 1}
-    assert seen == [(config, Settings(round_sizes=True))]
+    assert seen == [(config, Settings(round_sizes=True), reg.reports["mtp_capture_sizing"].variant)]
 
 
 def test_the_gate_reads_fd_config_by_keyword_and_sets_attributes_after_fastdeploys_init(fd_era):
@@ -563,7 +724,7 @@ def test_the_gate_reads_fd_config_by_keyword_and_sets_attributes_after_fastdeplo
 
     runner = importlib.import_module(RUNNER)
     calls = []
-    gpu = dataclasses.replace(CAPTURE, on_runner_init=lambda fd_config, settings: calls.append(fd_config) or {"x": 7})
+    gpu = dataclasses.replace(CAPTURE, on_runner_init=lambda fd_config, settings, variant: calls.append(fd_config) or {"x": 7})
     reg = Registry([gpu], NEEDS, RUNNERS)
     reg._install_gate("GPUModelRunner", runner)
     reg._install_gate("GPUModelRunner", runner)  # once per module
@@ -666,3 +827,20 @@ def test_every_recorded_report_is_logged_as_its_line(fd_era, caplog):
     with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
         report = registry().apply_to_module(patch, importlib.import_module(patch.module))
     assert report.line() in [r.getMessage() for r in caplog.records]
+
+
+def test_a_behaviour_marker_the_patch_relies_on_refuses_with_its_value_when_it_differs():
+    engine = '''
+class DeepEPEngine:
+    def __init__(self): pass
+    def low_latency_dispatch(self, x):
+        return recv, count, handle, {dispatch}
+    def low_latency_combine(self, x):
+        return combined, hook
+'''
+    patch = patch_named("deepep_capture_checks")
+    assert judge(patch, {EP: module_facts(engine.format(dispatch="hook"))}).verdict is Verdict.APPLIED  # no two-stage
+    report = judge(patch, {EP: module_facts(engine.format(dispatch="event"))})  # the hook is not returned last
+    assert report.verdict is Verdict.REFUSED
+    assert report.detail == ("marker DeepEPEngine.low_latency_dispatch.returns_hook_last is 'no' on this line; the "
+                             "patch relies on 'yes'")

@@ -5,7 +5,7 @@ commit (`git show`) or from a source checkout; never imports FastDeploy and stor
 
     python tools/extract_fd_facts.py --git-dir DIR --ref SHA --line 2.4 --repository owner/FastDeploy --branch release/2.4
     python tools/extract_fd_facts.py --src DIR --line local --repository owner/FastDeploy --commit SHA --date ISO
-    python tools/extract_fd_facts.py --all --mirrors /work/.mirror    # every line in RELEASES below
+    python tools/extract_fd_facts.py --all --mirrors DIR    # every line in RELEASES below (DIR/gongshaotian+FastDeploy/repo)
 """
 from __future__ import annotations
 

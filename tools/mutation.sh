@@ -3,7 +3,7 @@
 #   tools/mutation.sh                      # the default modules
 #   JOBS=2 tools/mutation.sh registry      # one module (c10_bridge spawns child processes: over an hour on 2
 #                                          # cores, about 6 minutes with JOBS=30 on 32)
-# Needs mutmut 3 (configured in pyproject.toml [tool.mutmut]); PYTHON picks the interpreter (default /work/venv's).
+# Needs mutmut 3 (configured in pyproject.toml [tool.mutmut]); PYTHON picks the interpreter (default python3 on PATH).
 # mutmut 3 does not mutate decorated functions, so the policy's and the DeepEP protocol's scopes take
 # contextmanager by assignment and are mutated like the rest. Score = (killed + timeout + segfault) / (all mutants
 # that ran): a mutant that crashes the test process is detected; "no tests" mutants count as survivors.
@@ -38,7 +38,7 @@
 #                    alike); create_string_buffer(16) -> 17 (any live buffer is a unique stream handle)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-/work/venv/bin/python}
+PYTHON=${PYTHON:-python3}
 MUTMUT=${MUTMUT:-$(dirname "$PYTHON")/mutmut}
 MODULES=("$@")
 [ ${#MODULES[@]} -gt 0 ] || MODULES=(stream_policy c10_bridge deepep_protocol capture_plan registry activation)

@@ -2,7 +2,9 @@
 
 All patches run in the worker processes (where capture_model() runs), applied when FastDeploy imports
 the target module. Each wraps FastDeploy's own method around a context instead of re-implementing it,
-declares a contract (what it wraps, adds and uses by name; see registry.py) and is fully revertible.
+declares a contract (every FastDeploy name it touches: what it wraps, adds, passes by name, reads or writes,
+with each line's spelling; see registry.py; tests/test_declared_names.py holds the code to it) and is fully
+revertible.
 A group applies all-or-nothing and is reverted alone; a refused group stops a worker only when its
 deployment needs the group (decided when the model runner is built). Removing a patch: delete its file
 and its entry in ALL_PATCHES (and its block below).
@@ -13,7 +15,10 @@ and its entry in ALL_PATCHES (and its block below).
    Why:     capture on Paddle's compute stream leaves torch-API DeepEP (c10 current stream) outside the
             graph, or fails with the legacy-stream error.
    How:     warmup/capture inside the capture scope (dedicated non-blocking stream, c10 in step); replays
-            ordered by stream waits, no device synchronize.
+            ordered by stream waits, no device synchronize. Entries found as the line keys them (2.2.0: the
+            ids_remove_padding keyword, one output_buffer). Refused where the backend already has its own
+            capture stream or synchronizes after replay (#7344's shape, markers own_capture_stream,
+            synchronizes_after_replay); "not needed" on a non-CUDA Paddle (XPU), decided at the runner gate.
    PR:      FastDeploy #7344 (closed).
    Removal: when FastDeploy captures on its own stream with c10 in step.
 
@@ -23,7 +28,10 @@ and its entry in ALL_PATCHES (and its block below).
    Why:     2.2/2.3 warm MTP graphs with size/2 requests (k=1 only); 2.4/2.5 floor size/(k+1) silently;
             nothing checks DeepEP's token cap.
    How:     plan validated and installed before FastDeploy copies the sizes (never re-scaling what 2.6/develop
-            scaled); planned loop where FastDeploy halves (marker mtp_batch), FastDeploy's loop elsewhere.
+            scaled), through init_with_cudagrpah_size with the line's keyword (2.2.0: max_num_seqs=); planned
+            loop where FastDeploy halves (marker mtp_batch), FastDeploy's loop elsewhere. k counts for the
+            speculative methods the line's FDConfig scales by k+1 (marker FDConfig.k_plus_1_methods: suffix
+            on 2.5/2.6, ngram and suffix on develop; every accepted method on 2.2.0).
    PR:      FastDeploy #5670, #7215, #7301.
    Removal: when FastDeploy validates sizes against k+1 and the DeepEP cap.
 ** xpu_mtp_capture_sizing **
@@ -92,7 +100,7 @@ and its entry in ALL_PATCHES (and its block below).
 """
 from __future__ import annotations
 
-from ..fd_config import is_mixed_expert_parallel, speculative_tokens, uses_cudagraph
+from ..fd_config import is_mixed_expert_parallel, speculative_method, speculative_tokens, uses_cudagraph
 from ..registry import Need, Patch
 from . import (
     patch_cudagraph_piecewise_backend,
@@ -131,8 +139,12 @@ def _mtp(fd_config: object) -> tuple[bool, str]:
     graphs, why = _graphs(fd_config)
     if not graphs:
         return False, why
-    k = speculative_tokens(fd_config)
-    return (True, f"CUDA graphs and MTP (k={k}) are on") if k else (False, "MTP is off")
+    # Asked only of a refused group, whose facts the registry cannot trust: any method counts, so a refused
+    # sizing group never lets a speculative deployment start unchecked.
+    k = speculative_tokens(fd_config, None)
+    method = speculative_method(fd_config)
+    return (True, f"CUDA graphs and speculative decoding ({method}, k={k}) are on") if k \
+        else (False, "speculative decoding is off")
 
 
 def _deepep_mixed(fd_config: object) -> tuple[bool, str]:

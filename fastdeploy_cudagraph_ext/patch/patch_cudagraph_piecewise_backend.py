@@ -19,10 +19,11 @@ from typing import Callable, Iterator, Mapping
 from .. import deepep_protocol
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
-from ..registry import NO_FACTS, Choice, Contract, ContractBroken, Patch
-from ..stream_policy import get_policy
+from ..registry import ANY_VARIANT, NO_FACTS, Choice, Contract, ContractBroken, Patch, Variant
+from ..stream_policy import get_policy, installed_policy
 
 MODULE = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
+FORWARD_META_MODULE = "fastdeploy.model_executor.forward_meta"
 # 2.5 (and 2.6/develop without real_bsz) count running requests on the device: the call's entry is then one of
 # the entries real_bsz_to_captured_size reaches. {is_static_prefill: True} per backend once all of those are captured.
 REACHABLE_CAPTURED = "_fastdeploy_cudagraph_ext_reachable_captured"
@@ -36,14 +37,24 @@ def _log_once(key: str, message: str, *args: object) -> None:
         log.warning(message, *args)
 
 
-def _token_keyed(backend: object, meta: object) -> tuple[list[object], bool, bool]:
-    """2.2-2.4: one entry per padded token count; Dy2St (static) when graph_opt_level > 0."""
-    key = backend.real_shape_to_captured_size[meta.ids_remove_padding.shape[0]]
+def _token_keyed(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
+    """2.2.x-2.4: one entry per padded token count; Dy2St (static) when graph_opt_level > 0."""
+    return _by_tokens(backend, kwargs["forward_meta"].ids_remove_padding)
+
+
+def _token_keyed_by_ids(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
+    """2.2.0: as 2.2.x, the token count read from the ids_remove_padding keyword itself."""
+    return _by_tokens(backend, kwargs["ids_remove_padding"])
+
+
+def _by_tokens(backend: object, ids: object) -> tuple[list[object], bool, bool]:
+    key = backend.real_shape_to_captured_size[ids.shape[0]]
     return [backend.concrete_size_entries.get(key)], backend.fd_config.graph_opt_config.graph_opt_level > 0, True
 
 
-def _shape_and_mode_keyed(backend: object, meta: object) -> tuple[list[object], bool, bool]:
+def _shape_and_mode_keyed(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
     """2.5/2.6/develop: entries keyed (padded shape, is_static_prefill). Returns (entries, static, exact)."""
+    meta = kwargs["forward_meta"]
     exist_prefill = meta.exist_prefill
     static_prefill = bool(exist_prefill and not backend.full_cuda_graph and backend.dy2st)
     static = static_prefill or bool(not exist_prefill and backend.full_cuda_graph and backend.dy2st)
@@ -73,11 +84,20 @@ def _is_captured(entry: object, static: bool) -> bool:
     return entry.captured if static else entry.cuda_graph is not None
 
 
+def _drop_new_outputs(entry: object, output: str, kept: int) -> None:
+    """Forget the output buffers an aborted capture added: a list (output_buffers) or one (2.2.0's output_buffer)."""
+    if output == "output_buffer":
+        entry.output_buffer = None
+    else:
+        del entry.output_buffers[kept:]
+
+
 @contextmanager
-def _undo_aborted_capture(backend: object, entries: list[object]) -> Iterator[None]:
+def _undo_aborted_capture(backend: object, entries: list[object], output: str) -> Iterator[None]:
     """If FastDeploy's capture (or our audit of it) raises, its entry must not look captured, nor the
     capture-order check advanced: the next call captures again instead of replaying a broken graph."""
-    fresh = [(e, len(e.output_buffers)) for e in entries if e is not None and e.cuda_graph is None and not e.captured]
+    fresh = [(e, len(e.output_buffers) if output == "output_buffers" else 0)
+             for e in entries if e is not None and e.cuda_graph is None and not e.captured]
     capture_index = getattr(backend, "_decode_capture_index", None)  # develop's capture-order check
     manager = getattr(backend, "cuda_graph_manager", None)  # Dy2St: batch sizes it will replay
     static_captured = set(getattr(manager, "captured_batch_size", ()))
@@ -87,7 +107,7 @@ def _undo_aborted_capture(backend: object, entries: list[object]) -> Iterator[No
         for entry, buffers in fresh:
             entry.cuda_graph = None
             entry.captured = False
-            del entry.output_buffers[buffers:]
+            _drop_new_outputs(entry, output, buffers)
         if capture_index is not None:
             backend._decode_capture_index = capture_index
         if manager is not None:
@@ -115,11 +135,12 @@ def _log_lazy_captures(backend: object, entries: list[object], static: bool, bef
                         "size at startup (cudagraph_capture_sizes)", type(backend).__name__, entry.real_shape)
 
 
-def _wrap_call(original: Callable, entries_of: Callable[[object, object], tuple[list[object], bool, bool]]) -> Callable:
+def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[list[object], bool, bool]],
+               output: str) -> Callable:
     @functools.wraps(original)
     def __call__(self: object, **kwargs: object) -> object:
         try:
-            entries, static, exact = entries_of(self, kwargs["forward_meta"])
+            entries, static, exact = entries_of(self, kwargs)
         except (AttributeError, KeyError, IndexError, TypeError) as error:
             _log_once("unsure", "fastdeploy-cudagraph-ext: %s: could not compute the call's graph entry (%r); "
                       "running it in the capture scope (correct, slower)", type(self).__name__, error)
@@ -140,7 +161,7 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, object], tuple[
                       "the device, and not every graph it may use is captured: such calls run in the capture scope "
                       "(correct, slower)", type(self).__name__)
         before = [e is not None and _is_captured(e, static) for e in entries]
-        with get_policy().capture_scope(), _undo_aborted_capture(self, entries), \
+        with get_policy().capture_scope(), _undo_aborted_capture(self, entries, output), \
                 deepep_protocol.capture_audit(type(self).__name__):
             result = original(self, **kwargs)
         _log_lazy_captures(self, entries, static, before)
@@ -160,20 +181,67 @@ def _wrap_clear_graph(original: Callable) -> Callable:
     return clear_graph
 
 
+def cuda_capture_missing() -> str | None:
+    """Why this process has no CUDA stream to capture on (a non-CUDA Paddle, e.g. XPU), or None. A policy installed
+    by another device back-end (or a test) counts as one. Only is_compiled_with_cuda is asked: the stream calls
+    of a CPU build raise or crash (cuda-facts.md)."""
+    if installed_policy() is not None:
+        return None
+    try:
+        import paddle
+    except ImportError:
+        return "Paddle is not importable in this process, so no CUDA stream to capture on"
+    if paddle.is_compiled_with_cuda():
+        return None
+    return ("Paddle is not compiled with CUDA (e.g. an XPU build): graphs captured through this backend are not "
+            "CUDA graphs and FastDeploy's own capture runs as is")
+
+
+_CONFLICT_FIX = ("Fix: install an upstream FastDeploy without PR #7344 (README's compatibility table lists the lines "
+                 "read), revert #7344 in your build, or unset FD_CUDAGRAPH_EXT to serve with that backend's own capture")
+
+
+def _conflicts(markers: Mapping[str, str]) -> None:
+    """The closed PR #7344's shape (vendors cherry-pick it): never run both. The synchronize around capture, on
+    every real line, is not a conflict."""
+    stream = markers.get("CudaGraphPiecewiseBackend.own_capture_stream")
+    after_replay = markers.get("CudaGraphPiecewiseBackend.synchronizes_after_replay")
+    if stream is None or after_replay is None:
+        raise ContractBroken("cannot tell whether CudaGraphPiecewiseBackend already captures on its own stream or "
+                             "synchronizes after replays (markers own_capture_stream/synchronizes_after_replay absent)")
+    found = [what for what, flag in (("makes its own capture stream", stream),
+                                     ("synchronizes the device after replays", after_replay)) if flag == "yes"]
+    if found:
+        raise ContractBroken(f"this FastDeploy's CudaGraphPiecewiseBackend already {' and '.join(found)} (the closed "
+                             f"PR #7344's shape): the plugin's capture stream would nest inside its stream and its "
+                             f"device-wide synchronize would stay after every replay. {_CONFLICT_FIX}")
+
+
 def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
-    """How FastDeploy keys its entries (the call's own entry is looked up the same way)."""
-    keyed = facts.get(MODULE, NO_FACTS).markers.get("CudaGraphPiecewiseBackend.__call__.entry_key")
-    if keyed == "token":
-        return Choice("token_keyed", "entries keyed by token count (2.2-2.4)")
-    if keyed == "shape_and_mode":
+    """How FastDeploy keys its entries (the call's own entry is looked up the same way), and where the token count
+    is read from (2.2.0: the ids_remove_padding keyword)."""
+    markers = facts.get(MODULE, NO_FACTS).markers
+    _conflicts(markers)
+    keyed = markers.get("CudaGraphPiecewiseBackend.__call__.entry_key")
+    read = markers.get("CudaGraphPiecewiseBackend.__call__.kwargs_read")
+    if keyed == "token" and read == "ids_remove_padding":
+        return Choice("token_keyed_by_ids", "entries keyed by token count, read from ids_remove_padding (2.2.0)")
+    if keyed == "token" and read == "forward_meta":
+        return Choice("token_keyed", "entries keyed by token count (2.2.x-2.4)")
+    if keyed == "shape_and_mode" and read == "forward_meta":
         return Choice("shape_and_mode_keyed", "entries keyed by (shape, static prefill) (2.5 on)")
     raise ContractBroken(f"CudaGraphPiecewiseBackend.__call__ keys its entries in a way the plugin does not know "
-                         f"(marker entry_key={keyed!r}), so it cannot tell a replay from a capture")
+                         f"(markers entry_key={keyed!r}, kwargs_read={read!r}), so it cannot tell a replay from a "
+                         f"capture")
 
 
-def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
-    entries_of = _shape_and_mode_keyed if variant == "shape_and_mode_keyed" else _token_keyed
-    return {"__call__": _wrap_call(cls.__call__, entries_of), "clear_graph": _wrap_clear_graph(cls.clear_graph)}
+ENTRIES_OF = {"token_keyed_by_ids": _token_keyed_by_ids, "token_keyed": _token_keyed,
+              "shape_and_mode_keyed": _shape_and_mode_keyed}
+
+
+def build(cls: type, variant: Variant, settings: Settings) -> dict[str, object]:
+    return {"__call__": _wrap_call(cls.__call__, ENTRIES_OF[variant], variant.line["output_buffers"]),
+            "clear_graph": _wrap_clear_graph(cls.clear_graph)}
 
 
 PATCH = Patch(
@@ -181,7 +249,25 @@ PATCH = Patch(
     group="capture_stream",
     module=MODULE,
     # Pass-through wrappers: the constructor and run_static_model (2.5's is_decode, ...) are FastDeploy's own.
-    contract=Contract(cls="CudaGraphPiecewiseBackend", wraps=("__call__", "clear_graph")),
+    contract=Contract(
+        cls="CudaGraphPiecewiseBackend", wraps=("__call__", "clear_graph"),
+        names={
+            ANY_VARIANT: ("CudaGraphPiecewiseBackend.concrete_size_entries",
+                          "CudaGraphPiecewiseBackend.real_shape_to_captured_size",
+                          "ConcreteSizeEntry.use_cudagraph", "ConcreteSizeEntry.captured", "ConcreteSizeEntry.cuda_graph",
+                          "ConcreteSizeEntry.real_shape",
+                          "ConcreteSizeEntry.output_buffers|ConcreteSizeEntry.output_buffer"),
+            "token_keyed_by_ids": ("CudaGraphPiecewiseBackend.fd_config",),
+            "token_keyed": ("CudaGraphPiecewiseBackend.fd_config", "ForwardMeta.ids_remove_padding"),
+            "shape_and_mode_keyed": ("CudaGraphPiecewiseBackend.full_cuda_graph", "CudaGraphPiecewiseBackend.dy2st",
+                                     "CudaGraphPiecewiseBackend.real_shape_to_captured_size_prefill",
+                                     "ForwardMeta.ids_remove_padding", "ForwardMeta.exist_prefill"),
+        },
+        # read with getattr defaults, or on a path whose failure falls back to the capture scope (logged)
+        tolerates=("CudaGraphPiecewiseBackend.real_bsz_to_captured_size", "CudaGraphPiecewiseBackend.speculative_decoding",
+                   "CudaGraphPiecewiseBackend._decode_capture_index", "CudaGraphPiecewiseBackend.cuda_graph_manager",
+                   "Dy2StCudaGraphManager.captured_batch_size", "ForwardMeta.real_bsz", "FDConfig.graph_opt_config",
+                   "GraphOptimizationConfig.graph_opt_level")),
     why=(
         "FastDeploy captures on Paddle's current (compute) stream and never updates c10's current stream, on "
         "which torch-API DeepEP launches its low-latency kernels: capture fails ('operation would make the legacy "
@@ -203,4 +289,6 @@ PATCH = Patch(
     ),
     build=build,
     choose=choose,
+    facts_from=(FORWARD_META_MODULE,),
+    runtime=cuda_capture_missing,
 )

@@ -39,7 +39,9 @@ PATCH = Patch(
     group="deepep_mixed",
     module=MODULE,
     # Pass-through wrappers (quant_group_size, use_ue8m0, ... are FastDeploy's); the hook is read from the result.
-    contract=Contract(cls="DeepEPEngine", wraps=LOW_LATENCY_METHODS, wraps_if_present=TWO_STAGE_METHODS),
+    contract=Contract(cls="DeepEPEngine", wraps=LOW_LATENCY_METHODS, wraps_if_present=TWO_STAGE_METHODS,
+                      markers={**{f"DeepEPEngine.{m}.returns_hook_last": ("yes",) for m in LOW_LATENCY_METHODS},
+                               **{f"DeepEPEngine.{m}.returns_hook_last": ("yes", "") for m in TWO_STAGE_METHODS}}),
     why=(
         "DeepEP flips its low-latency double buffer on the host at every call: a graph with an odd number of calls "
         "replays on the wrong half. Without a receive hook the kernels would not all be on the capture stream."

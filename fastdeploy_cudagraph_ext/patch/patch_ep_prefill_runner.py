@@ -33,7 +33,8 @@ PATCH = Patch(
     name="deepep_normal_mode_capture_check",
     group="deepep_mixed",
     module=MODULE,
-    contract=Contract(cls="EPPrefillRunner", wraps=NORMAL_MODE_METHODS),
+    # num_worst_tokens: set by 2.6+ runners only, read with a fallback
+    contract=Contract(cls="EPPrefillRunner", wraps=NORMAL_MODE_METHODS, tolerates=("EPPrefillRunner.num_worst_tokens",)),
     why=(
         "In mixed mode the step's MoE phase picks the kernels; a captured step whose phase is prefill puts DeepEP's "
         "normal-mode dispatch/combine into the graph. They wait on the CPU and cannot be captured (DeepEP #62): the "

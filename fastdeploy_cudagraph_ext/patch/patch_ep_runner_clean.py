@@ -29,7 +29,9 @@ PATCH = Patch(
     name="ep_runner_inline_clean",
     group="deepep_mixed",
     module=MODULE,
-    contract=Contract(cls="EPRunner", wraps=("clean_low_latency_buffer",)),
+    # the runners' clean is the engine's, which the transition clean calls instead
+    contract=Contract(cls="EPRunner", wraps=("clean_low_latency_buffer",),
+                      markers={"EPRunner.clean_low_latency_buffer.calls": ("ep_engine.clean_low_latency_buffer",)}),
     why="The in-forward clean is a collective barrier recorded into every decode graph (see deepep_transition_clean).",
     how="Returns without cleaning inside MoEMethodBase.apply's scope; every other caller gets FastDeploy's clean.",
     related_pr="None upstream: FastDeploy has no way to skip the inline clean; SGLang PR #11666 shows the pattern.",

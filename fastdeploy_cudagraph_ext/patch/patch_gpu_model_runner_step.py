@@ -11,11 +11,11 @@ from typing import Callable, Mapping
 from .. import deepep_agreement, deepep_protocol, fd_facts, import_hooks
 from ..capture_plan import PlanError
 from ..deepep_graphs import graph_settings_of_fd_config, judge_normal_mode_graphs, line_graphs_of
-from ..fd_config import deployment_settings, is_mixed_expert_parallel, moe_phase, speculative_tokens, \
-    uses_expert_parallel
+from ..fd_config import CONFIG_READS, deployment_settings, is_mixed_expert_parallel, moe_phase, uses_expert_parallel
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
-from ..registry import NO_FACTS, Choice, Contract, ContractBroken, Patch
+from ..registry import ANY_VARIANT, NO_FACTS, Choice, Contract, ContractBroken, Patch, Variant
+from .patch_gpu_model_runner_capture import COUNTED, counted, counted_methods
 from ..stream_policy import get_policy
 
 MODULE = "fastdeploy.worker.gpu_model_runner"
@@ -85,7 +85,7 @@ def _live_markers() -> dict[str, str]:
     return out
 
 
-def _rank_plan_of(fd_config: object, qp_depth: int | None) -> Callable[[], dict]:
+def _rank_plan_of(fd_config: object, k: int, qp_depth: int | None) -> Callable[[], dict]:
     """The deployment's part of this rank's plan, read when the exchange runs (after the plan installed sizes)."""
     from .. import __version__
     from ..doctor import fastdeploy_version
@@ -94,7 +94,7 @@ def _rank_plan_of(fd_config: object, qp_depth: int | None) -> Callable[[], dict]
         graph = fd_config.graph_opt_config
         sizes = graph.cudagraph_capture_sizes if graph.use_cudagraph else []
         return {"capture_sizes": tuple(sorted(sizes or [], reverse=True)),
-                "num_speculative_tokens": speculative_tokens(fd_config),
+                "num_speculative_tokens": k,
                 "hidden_size": int(fd_config.model_config.hidden_size),
                 "nvshmem_qp_depth": "unset" if qp_depth is None else str(qp_depth),
                 "plugin_version": __version__, "fastdeploy_version": fastdeploy_version() or "unknown"}
@@ -102,11 +102,11 @@ def _rank_plan_of(fd_config: object, qp_depth: int | None) -> Callable[[], dict]
     return plan
 
 
-def gate_runner(fd_config: object, settings: Settings) -> dict[str, object]:
+def gate_runner(fd_config: object, settings: Settings, variant: Variant) -> dict[str, object]:
     """The runner gate, before FastDeploy builds the model: refuse normal-mode DeepEP kernels in graphs; record
     this rank's plan for the cross-rank agreement."""
     markers = _live_markers()
-    deployment = deployment_settings(fd_config, settings)
+    deployment = deployment_settings(fd_config, settings, counted(variant))
     deployment = dataclasses.replace(deployment, deepep=graph_settings_of_fd_config(fd_config, line_graphs_of(markers)))
     verdict = judge_normal_mode_graphs(deployment)
     if verdict.problems:
@@ -124,7 +124,7 @@ def gate_runner(fd_config: object, settings: Settings) -> dict[str, object]:
                              f"ranks could not agree on their DeepEP plan. Use a FastDeploy release listed in "
                              f"README's compatibility table"])
         exchange = deepep_agreement.exchange
-        exchange.deployment = _rank_plan_of(fd_config, deployment.nvshmem_qp_depth)
+        exchange.deployment = _rank_plan_of(fd_config, deployment.num_speculative_tokens, deployment.nvshmem_qp_depth)
         exchange.all_gather = deepep_agreement.paddle_all_gather(group)
         exchange.ready()  # runs now only if FastDeploy built its DeepEP engine before this runner
     return {}
@@ -134,17 +134,18 @@ def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
     """Does FastDeploy write the agreed phase to the draft model's config where it writes the target's (which is
     where the MoE reads it), or must the plugin? Both markers of initialize_forward_meta."""
     markers = facts.get(MODULE, NO_FACTS).markers
+    line = {COUNTED: counted_methods(facts)}  # k as the line counts it, for the cross-rank plan
     draft = markers.get("GPUModelRunner.initialize_forward_meta.proposer_moe_phase_on")
     target = markers.get("GPUModelRunner.initialize_forward_meta.moe_phase_on")
     if draft is None or target not in ("model_config", "parallel_config"):
         raise ContractBroken(f"where initialize_forward_meta writes the MoE phase is not known (markers "
                              f"moe_phase_on={target!r}, proposer_moe_phase_on={draft!r})")
     if draft == target:
-        return Choice("draft_phase_follows", f"FastDeploy writes the agreed phase to the draft model's {target}")
+        return Choice("draft_phase_follows", f"FastDeploy writes the agreed phase to the draft model's {target}", line)
     written = "FastDeploy never writes the draft model's phase" if draft == "none" else \
         f"FastDeploy writes the draft model's phase to its {draft}"
     return Choice(f"force_draft_phase_on_{target}", f"{written} while MoE layers read {target}: the plugin writes "
-                                                    f"the agreed phase there")
+                                                    f"the agreed phase there", line)
 
 
 def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
@@ -156,7 +157,15 @@ PATCH = Patch(
     group="deepep_mixed",
     module=MODULE,
     # Pass-through: 2.4 added is_dummy_or_profile_run; the wrapper reads only the agreed phase afterwards.
-    contract=Contract(cls="GPUModelRunner", wraps=("initialize_forward_meta",), uses={"__init__": ("fd_config",)}),
+    contract=Contract(cls="GPUModelRunner", wraps=("initialize_forward_meta",),
+                      names={ANY_VARIANT: ("GPUModelRunner.fd_config", "DeepEPEngine.clean_low_latency_buffer")},
+                      # read with a fallback: the draft model's config copy (2.2.0 cfg, later fd_config), the
+                      # buffer FastDeploy can drop and rebuild (2.2.x+), the hidden size from config.json
+                      tolerates=(*CONFIG_READS, "GPUModelRunner.proposer", "MTPProposer.fd_config", "MTPProposer.cfg",
+                                 "DeepEPEngine.deepep_engine", "DeepEPEngine.create_deep_ep_buffer",
+                                 "ModelConfig.hidden_size", "ParallelConfig.ep_group"),
+                      # where FastDeploy writes the agreed phase: fd_config.moe_phase reads it back from there
+                      markers={"GPUModelRunner.initialize_forward_meta.moe_phase_on": ("model_config", "parallel_config")}),
     why=(
         "In mixed mode one DeepEP buffer serves normal (prefill) and low-latency (decode) kernels; it must be "
         "cleaned after normal kernels and before the next low-latency kernel, and the clean is a collective "
@@ -179,5 +188,6 @@ PATCH = Patch(
     "refuses normal-mode DeepEP in graphs.",
     build=build,
     choose=choose,
+    facts_from=(EP_MODULE, "fastdeploy.worker.model_runner_base", CONFIG_MODULE),
     on_runner_init=gate_runner,
 )

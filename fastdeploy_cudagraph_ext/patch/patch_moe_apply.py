@@ -30,8 +30,12 @@ PATCH = Patch(
     group="deepep_mixed",
     module=MODULE,
     # Pass-through: apply's later parameters (topk_ids_hookfunc 2.4, shared_experts 2.6, ...) never refuse it;
-    # `layer` (first on every line) is held for capture errors (its layer_idx names it).
-    contract=Contract(cls="MoEMethodBase", wraps=("apply",), uses={"apply": ("layer",)}),
+    # `layer` (first on every line) is held for capture errors (its layer_idx names it). The in-forward clean goes
+    # through the EP runners (whose clean ep_runner_inline_clean skips), or is absent.
+    contract=Contract(cls="MoEMethodBase", wraps=("apply",), uses={"apply": ("layer",)},
+                      markers={"MoEMethodBase.apply.inline_clean_via": (
+                          "ep_decoder_runner.clean_low_latency_buffer,ep_prefill_runner.clean_low_latency_buffer",
+                          "none")}),
     why=(
         "In mixed mode FastDeploy calls clean_low_latency_buffer() inside the MoE forward (first MoE layer in 2.3+, "
         "every layer in 2.2): two NVSHMEM barriers inside every captured decode graph, every replay."

@@ -5,8 +5,9 @@ from typing import Mapping
 
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
-from ..registry import NO_FACTS, Choice, Contract, ContractBroken, Patch
-from .patch_gpu_model_runner_capture import DUMMY_RUN_NAMES, prepare_runner, wrap_capture_model
+from ..registry import NO_FACTS, Choice, ContractBroken, Patch
+from .patch_gpu_model_runner_capture import BASE_MODULE, CONFIG_MODULE, COUNTED, counted_methods, prepare_runner, \
+    runner_contract, wrap_capture_model
 
 MODULE = "fastdeploy.worker.xpu_model_runner"
 
@@ -18,8 +19,9 @@ def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
     if captures != "yes":
         raise ContractBroken(f"cannot tell whether XPUModelRunner.capture_model captures graphs (marker {captures!r})")
     mtp_batch = facts.get(MODULE, NO_FACTS).markers.get("XPUModelRunner.capture_model.mtp_batch")
+    line = {COUNTED: counted_methods(facts)}
     return Choice("planned_loop", f"the XPU loop's batch is {mtp_batch!r}, not size/(k+1) with the configured k: "
-                                  f"MTP decode capture runs the planned loop")
+                                  f"MTP decode capture runs the planned loop; k counts for {line[COUNTED]}", line)
 
 
 def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
@@ -31,8 +33,7 @@ PATCH = Patch(
     name="xpu_mtp_capture_sizing",
     group="mtp_sizing",
     module=MODULE,
-    contract=Contract(cls="XPUModelRunner", wraps=("capture_model",),
-                      uses={"__init__": ("fd_config",), "_dummy_run": DUMMY_RUN_NAMES}),
+    contract=runner_contract("XPUModelRunner"),
     why=(
         "Since #6152 (2.5) the XPU runner (a ModelRunnerBase, not a GPUModelRunner) captures graphs with batch = "
         "capture size and no MTP branch: under MTP each request decodes k+1 tokens, so every graph is warmed with "
@@ -48,5 +49,6 @@ PATCH = Patch(
     removal_plan="Remove once the XPU runner sizes MTP warmups with the configured k and validates sizes.",
     build=build,
     choose=choose,
+    facts_from=(CONFIG_MODULE, BASE_MODULE),
     on_runner_init=prepare_runner,
 )

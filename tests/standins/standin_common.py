@@ -5,8 +5,7 @@ signatures, in FastDeploy's own module files (so facts read from their source se
 and delegate the bodies here. Our own code, written from facts; device work goes through fake_cuda.
 """
 import os
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+import sys
 
 import paddle
 
@@ -89,30 +88,23 @@ class RunnerCommon:
         self.dummy_runs.append({"accept_all_drafts": False, "expected_decode_len": 1, **call,
                                 "sot_warmup": SOT_WARMUP["active"]})
 
-    def _agree_phase(self):
+    def _agree_phase(self, moe_phase):
+        """Write the phase the ranks agreed to `moe_phase` (the era's runner names where it lives)."""
         config = self.fd_config
         if config.parallel_config.use_ep and config.scheduler_config.splitwise_role == "mixed":
-            config.model_config.moe_phase.phase = "decode" if self.only_decode else "prefill"
-
-
-@dataclass
-class ConcreteSizeEntry:
-    real_shape: int
-    use_cudagraph: bool = True
-    captured: bool = False
-    runnable: Callable = None
-    num_finished_warmup: int = 0
-    cuda_graph: Optional[FakeGraph] = None
-    output_buffers: List[Optional[paddle.Tensor]] = field(default_factory=list)
+            moe_phase.phase = "decode" if self.only_decode else "prefill"
 
 
 class BackendCommon:
+    """Bodies of the era backends; each era module defines its own ConcreteSizeEntry (2.2.0: one output_buffer)."""
+
     def _create_entry_dict(self):
+        entry_type = vars(sys.modules[type(self).__module__])["ConcreteSizeEntry"]
         self.concrete_size_entries = {}
         for shape in self.cudagraph_capture_sizes:
-            self.concrete_size_entries[self._key(shape, False)] = ConcreteSizeEntry(real_shape=shape)
+            self.concrete_size_entries[self._key(shape, False)] = entry_type(real_shape=shape)
         for shape in getattr(self, "cudagraph_capture_sizes_prefill", []):  # develop: static prefill entries
-            self.concrete_size_entries[self._key(shape, True)] = ConcreteSizeEntry(real_shape=shape)
+            self.concrete_size_entries[self._key(shape, True)] = entry_type(real_shape=shape)
 
     def _warmup(self, entry, **kwargs):
         for _ in range(entry.num_finished_warmup, self.warm_up_size):
@@ -128,14 +120,21 @@ class BackendCommon:
         outputs = [outputs] if isinstance(outputs, paddle.Tensor) else outputs
         graph.capture_end()
         entry.cuda_graph = graph
+        buffers = []
         for output in outputs:
             buffer = paddle.zeros_like(output)
             output._share_buffer_to(buffer)  # the buffer aliases the graph's static output
-            entry.output_buffers.append(buffer)
+            buffers.append(buffer)
+        if hasattr(entry, "output_buffers"):
+            entry.output_buffers.extend(buffers)
+        else:  # 2.2.0: one output, in output_buffer
+            entry.output_buffer = buffers[0]
         Runtime.device.synchronize()
 
     def _replay(self, entry):
         entry.cuda_graph.replay()
+        if not hasattr(entry, "output_buffers"):
+            return entry.output_buffer
         return entry.output_buffers[0] if len(entry.output_buffers) == 1 else entry.output_buffers
 
     def _static(self, entry, **kwargs):

@@ -17,10 +17,14 @@ class ParallelConfig:
 
 
 class GraphOptimizationConfig(GraphConfigBase):
+    cudagraph_capture_sizes: list  # set by GraphConfigBase.__init__, as FastDeploy's __init__ sets it
+
     def init_with_cudagrpah_size(self, max_capture_size: int = 0):
         self._padding_map(max_capture_size)
 
 
-def init_like_fdconfig(graph, max_num_seqs, num_speculative_tokens):
-    """What FDConfig.__init__ does with the graph config (a test helper, not a FastDeploy name)."""
-    graph.init_with_cudagrpah_size(max_capture_size=min(512, max(graph.cudagraph_capture_sizes)))
+def init_like_fdconfig(graph, max_num_seqs, num_speculative_tokens, method="mtp"):
+    """What FDConfig.__init__ does with the graph config (a test helper, not a FastDeploy name): k+1 counts
+    for MTP only (its max capture shape is max_num_seqs*(k+1) only when method == "mtp")."""
+    max_capture_shape = max_num_seqs * (num_speculative_tokens + 1) if method in ["mtp"] else max_num_seqs
+    graph.init_with_cudagrpah_size(max_capture_size=min(512, max_capture_shape))

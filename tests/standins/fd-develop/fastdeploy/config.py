@@ -20,6 +20,8 @@ class ParallelConfig:
 
 
 class GraphOptimizationConfig(GraphConfigBase):
+    cudagraph_capture_sizes: list  # set by GraphConfigBase.__init__, as FastDeploy's __init__ sets it
+
     def init_with_cudagrpah_size(self, max_capture_size: int = 0, max_capture_shape_prefill: int = 0,
                                  num_speculative_tokens: int = 0):
         step = num_speculative_tokens + 1
@@ -36,6 +38,8 @@ class GraphOptimizationConfig(GraphConfigBase):
         self.flag_cudagraph_capture_sizes_initlized = True
 
 
-def init_like_fdconfig(graph, max_num_seqs, num_speculative_tokens):
-    """What FDConfig.__init__ does with the graph config (a test helper, not a FastDeploy name)."""
-    graph.init_with_cudagrpah_size(max_capture_size=min(512, max_num_seqs), num_speculative_tokens=num_speculative_tokens)
+def init_like_fdconfig(graph, max_num_seqs, num_speculative_tokens, method="mtp"):
+    """What FDConfig.__init__ does with the graph config (a test helper, not a FastDeploy name): k is passed on
+    for MTP and suffix only (SpecMethod.MTP, SpecMethod.SUFFIX at e53f5184)."""
+    graph.init_with_cudagrpah_size(max_capture_size=min(512, max_num_seqs), num_speculative_tokens=(
+        num_speculative_tokens if method in ["mtp", "suffix"] else 0))

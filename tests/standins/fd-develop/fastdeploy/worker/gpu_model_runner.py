@@ -14,7 +14,7 @@ class GPUModelRunner(ModelRunnerBase):
                      in_capturing=in_capturing, accept_all_drafts=accept_all_drafts)
 
     def initialize_forward_meta(self, is_dummy_or_profile_run=False):
-        self._agree_phase()
+        self._agree_phase(self.fd_config.model_config.moe_phase)
         phase = self.fd_config.model_config.moe_phase.phase  # agreed: the target's MoE reads it here
         proposer = getattr(self, "proposer", None)  # as FastDeploy: the draft model's config copy (model_config)
         if self.speculative_decoding and proposer is not None:

@@ -1,11 +1,27 @@
 """Stand-in CudaGraphPiecewiseBackend of 2.4 at f83673da (2026-04-08): (fd_config, runnable), entries keyed by
 token count, run_static_model(entry, **kwargs); warmup, capture on the framework's current stream, replay."""
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
 
-from standin_common import BackendCommon, ConcreteSizeEntry  # noqa: F401 - FastDeploy's entry name
+import paddle
+from fake_cuda import FakeGraph
+from standin_common import BackendCommon
+
+
+@dataclass
+class ConcreteSizeEntry:
+    real_shape: int
+    use_cudagraph: bool = True
+    captured: bool = False
+    runnable: Callable = None
+    num_finished_warmup: int = 0
+    cuda_graph: Optional[FakeGraph] = None
+    output_buffers: List[Optional[paddle.Tensor]] = field(default_factory=list)
 
 
 class CudaGraphPiecewiseBackend(BackendCommon):
+    concrete_size_entries: dict  # built by _create_entry_dict, as FastDeploy's
+
     def __init__(self, fd_config, runnable: Callable):
         self.fd_config = fd_config
         self.runnable = runnable

@@ -2,12 +2,28 @@
 entries keyed by (shape, is_static_prefill), run_static_model(entry, is_decode=False, **kwargs) with the strictly
 descending decode capture order check; with speculative decoding (and every value of
 graph_opt_config.real_bsz_to_captured_size set) MTP graphs are keyed by running requests."""
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
 
-from standin_common import BackendCommon, ConcreteSizeEntry
+import paddle
+from fake_cuda import FakeGraph
+from standin_common import BackendCommon
+
+
+@dataclass
+class ConcreteSizeEntry:
+    real_shape: int
+    use_cudagraph: bool = True
+    captured: bool = False
+    runnable: Callable = None
+    num_finished_warmup: int = 0
+    cuda_graph: Optional[FakeGraph] = None
+    output_buffers: List[Optional[paddle.Tensor]] = field(default_factory=list)
 
 
 class CudaGraphPiecewiseBackend(BackendCommon):
+    concrete_size_entries: dict  # built by _create_entry_dict, as FastDeploy's
+
     def __init__(self, fd_config, dy_runnable: Callable, runnable: Callable):
         self.fd_config = fd_config
         self.dy_runnable = dy_runnable
@@ -17,6 +33,7 @@ class CudaGraphPiecewiseBackend(BackendCommon):
         self.cudagraph_capture_sizes_prefill = graph.cudagraph_capture_sizes_prefill
         self.warm_up_size = graph.cudagraph_num_of_warmups
         self.real_shape_to_captured_size = graph.real_shape_to_captured_size
+        self.real_shape_to_captured_size_prefill = {}  # static prefill padding (cudagraph_only_prefill)
         self.dy2st = graph.graph_opt_level > 0
         self.speculative_decoding = getattr(getattr(fd_config, "speculative_config", None), "method", None) is not None
         self.real_bsz_to_captured_size = getattr(graph, "real_bsz_to_captured_size", {})

@@ -27,10 +27,12 @@ class DeepEPEngine(EngineCommon):
         DeepEPBufferManager.set_engine(self)
 
     def low_latency_dispatch(self, hidden_states, topk_idx, expertwise_scale, use_fp8=False):
-        return self._dispatch(hidden_states, topk_idx, use_fp8)
+        recv_x, count, handle, hook = self._dispatch(hidden_states, topk_idx, use_fp8)
+        return recv_x, count, handle, hook  # FastDeploy returns the receive hook last
 
     def low_latency_combine(self, hidden_states, topk_idx, topk_weights, handle):
-        return self._combine(hidden_states, topk_idx, topk_weights, handle)
+        combined, hook = self._combine(hidden_states, topk_idx, topk_weights, handle)
+        return combined, hook
 
     def clean_low_latency_buffer(self):
         self._clean()

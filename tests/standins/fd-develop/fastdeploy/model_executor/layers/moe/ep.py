@@ -29,18 +29,22 @@ class DeepEPEngine(EngineCommon):
 
     def low_latency_dispatch(self, hidden_states, topk_idx, expertwise_scale, use_fp8=False, quant_group_size=128,
                              use_ue8m0=False):
-        return self._dispatch(hidden_states, topk_idx, use_fp8)
+        recv_x, count, handle, hook = self._dispatch(hidden_states, topk_idx, use_fp8)
+        return recv_x, count, handle, hook  # FastDeploy returns the receive hook last
 
     def low_latency_dispatch_two_stage(self, hidden_states, topk_idx, topk_weights, expertwise_scale, use_fp8=False,
                                        quant_group_size=128):
-        return self._dispatch(hidden_states, topk_idx, use_fp8)
+        recv_x, count, handle, hook = self._dispatch(hidden_states, topk_idx, use_fp8)
+        return recv_x, count, handle, hook  # FastDeploy returns the receive hook last
 
     def low_latency_combine_two_stage(self, hidden_states, topk_idx, topk_weights, dispatch_use_fp8, quant_group_size,
                                       handle):
-        return self._combine(hidden_states, topk_idx, topk_weights, handle)
+        combined, hook = self._combine(hidden_states, topk_idx, topk_weights, handle)
+        return combined, hook
 
     def low_latency_combine(self, hidden_states, topk_idx, topk_weights, handle):
-        return self._combine(hidden_states, topk_idx, topk_weights, handle)
+        combined, hook = self._combine(hidden_states, topk_idx, topk_weights, handle)
+        return combined, hook
 
     def clean_low_latency_buffer(self):
         self._clean()

@@ -1,0 +1,9 @@
+"""Stand-in forward_meta.py of 2.2.0 at fa236927: the ForwardMeta fields the capture backend reads."""
+from dataclasses import dataclass
+
+import paddle
+
+
+@dataclass
+class ForwardMeta:
+    ids_remove_padding: paddle.Tensor

@@ -1,0 +1,58 @@
+"""Stand-in ep.py of 2.2.0 at fa236927 (2025-09-08): DeepEPEngine (a @singleton) with low_latency_dispatch(hidden_states,
+topk_idx, expertwise_scale, use_fp8), NO DeepEPBufferManager, no two-stage calls; EP runners. Hooks are called at once."""
+from standin_common import EngineCommon, singleton
+
+
+@singleton
+class DeepEPEngine(EngineCommon):
+    def __init__(self, num_max_dispatch_tokens_per_rank, hidden, num_experts, ep_size, ep_rank, splitwise_role,
+                 moe_phase, async_finish=False, group=None):
+        self._setup(num_max_dispatch_tokens_per_rank, hidden, num_experts)
+
+    def low_latency_dispatch(self, hidden_states, topk_idx, expertwise_scale, use_fp8=False):
+        recv_x, count, handle, hook = self._dispatch(hidden_states, topk_idx, use_fp8)
+        return recv_x, count, handle, hook  # FastDeploy returns the receive hook last
+
+    def low_latency_combine(self, hidden_states, topk_idx, topk_weights, handle):
+        combined, hook = self._combine(hidden_states, topk_idx, topk_weights, handle)
+        return combined, hook
+
+    def clean_low_latency_buffer(self):
+        self._clean()
+
+    def get_low_latency_buffer(self):  # 2.2.0 allocates its low-latency buffer here when it has none (or too small)
+        if self.buffer is None:
+            self._create_buffer()
+        return self.buffer
+
+
+class EPRunner:
+    def __init__(self, top_k, hidden, num_experts, splitwise_role, moe_phase, num_max_dispatch_tokens_per_rank=1,
+                 ep_size=1, ep_rank=0, redundant_experts_num=0, ep_group=None):
+        self.ep_engine = DeepEPEngine(num_max_dispatch_tokens_per_rank, hidden, num_experts, ep_size, ep_rank,
+                                      splitwise_role, moe_phase)
+
+    def clean_low_latency_buffer(self):
+        self.ep_engine.clean_low_latency_buffer()
+
+
+class EPPrefillRunner(EPRunner):
+    def dispatch(self, x, topk_idx, topk_weights, *args, **kwargs):
+        return self.ep_engine.buffer.dispatch(x)
+
+    def combine(self, tmp_ffn_out, handle, recv_topk_weights):
+        return self.ep_engine.buffer.combine(tmp_ffn_out)
+
+
+class EPDecoderRunner(EPRunner):
+    def dispatch(self, x, topk_idx, topk_weights, *args, **kwargs):
+        recv, count, handle, hook = self.ep_engine.low_latency_dispatch(x, topk_idx, None)
+        if hook is not None:
+            hook()
+        return recv, count, handle
+
+    def combine(self, ffn_out, topk_idx, topk_weights, handle):
+        combined, hook = self.ep_engine.low_latency_combine(ffn_out, topk_idx, topk_weights, handle)
+        if hook is not None:
+            hook()
+        return combined
