@@ -116,6 +116,11 @@ class CaptureStreamPolicy:
                     stream = self._streams[device_id] = self.device.new_nonblocking_stream(device_id)
         return stream
 
+    def memory_reserved(self) -> int:
+        """Device memory the framework's allocator holds on the current device (0 where the device cannot say)."""
+        read = getattr(self.device, "memory_reserved", None)
+        return read(self.device.current_device()) if read is not None else 0
+
     def _device_id(self, device_id: int | None) -> int:
         return self.device.current_device() if device_id is None else device_id
 
@@ -272,6 +277,11 @@ def get_policy() -> CaptureStreamPolicy:
 
             _policy = paddle_policy()
         return _policy
+
+
+def built_policy() -> CaptureStreamPolicy | None:
+    """The process's policy if it was built or installed (never builds one)."""
+    return _policy
 
 
 def install_policy(policy: CaptureStreamPolicy | None) -> CaptureStreamPolicy | None:

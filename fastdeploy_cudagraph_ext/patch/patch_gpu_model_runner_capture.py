@@ -12,6 +12,7 @@ from ..capture_plan import CapturePlan, PlanError, plan_deployment
 from ..fd_config import deployment_settings, install_capture_sizes, speculative_tokens
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
+from ..metrics import reports_capture
 from ..registry import NO_FACTS, Choice, Contract, ContractBroken, Patch
 
 MODULE = "fastdeploy.worker.gpu_model_runner"
@@ -108,7 +109,7 @@ def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
 
 
 def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
-    return {"capture_model": wrap_capture_model(cls.capture_model, variant, settings, MODULE)}
+    return {"capture_model": reports_capture(wrap_capture_model(cls.capture_model, variant, settings, MODULE))}
 
 
 PATCH = Patch(

@@ -7,6 +7,7 @@ from typing import Callable
 from .. import deepep_protocol
 from ..fd_config import is_mixed_expert_parallel, moe_phase
 from ..flags import Settings
+from ..metrics import STATS
 from ..registry import Contract, Patch
 from ..stream_policy import get_policy
 
@@ -19,6 +20,7 @@ def clean_through_fastdeploy() -> None:
     if engine is not None:
         with get_policy().eager_extension_scope():
             engine.clean_low_latency_buffer()
+        STATS.deepep_cleaned()
 
 
 def _new_protocol(settings: Settings) -> deepep_protocol.LowLatencyBufferProtocol:
