@@ -172,7 +172,7 @@ class GraphStats:
         mib = sum(c[1] for c in self.captures.values()) / MIB
         line = (f"fastdeploy-cudagraph-ext: captured {len(sizes)} graphs in this worker (pid {os.getpid()}): sizes "
                 f"{sizes}, {seconds:.2f} s, {mib:.1f} MiB; c10 {c10_verdict}; groups "
-                + ", ".join(f"{g} {v}" for g, v in group_verdicts.items()))
+                + (", ".join(f"{g} {v}" for g, v in group_verdicts.items()) or "none"))
         log.info(line)
         exporter = self.exporter
         if exporter is not None:

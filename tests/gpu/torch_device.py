@@ -64,6 +64,7 @@ class TorchFrameworkDevice:
 
     def __init__(self) -> None:
         self._current: dict[int, torch.cuda.Stream] = {}
+        self._events: dict[int, torch.cuda.Event] = {}  # as PaddleStreamDevice: one event per waitee stream
 
     def current_device(self) -> int:
         return torch.cuda.current_device()
@@ -81,7 +82,14 @@ class TorchFrameworkDevice:
         return new_stream(device_id, CUDA_STREAM_NON_BLOCKING)
 
     def wait_stream(self, waiter: object, waitee: object) -> None:
-        waiter.wait_stream(waitee)
+        event = self._events.get(waitee.cuda_stream)
+        if event is None:
+            event = self._events[waitee.cuda_stream] = torch.cuda.Event()
+        event.record(waitee)
+        waiter.wait_event(event)
+
+    def memory_reserved(self, device_id: int) -> int:
+        return torch.cuda.memory_reserved(device_id)
 
     def raw_handle(self, stream: object) -> int:
         return stream.cuda_stream
