@@ -262,8 +262,9 @@ class _ReplayScope:
         policy = self._policy
         device = policy.device
         dev = device.current_device() if self._device_id is None else self._device_id
-        capture = self._capture = policy.capture_stream(dev)
-        if policy._depths().get(dev):  # replay inside a capture scope is already on the capture stream
+        capture = self._capture = policy._streams.get(dev) or policy.capture_stream(dev)
+        depths = getattr(policy._local, "depths", None)
+        if depths and depths.get(dev):  # replay inside a capture scope is already on the capture stream
             self._caller = None
             return capture
         caller = self._caller = device.current_stream(dev)
