@@ -56,7 +56,8 @@ def forward(backend, tokens, prefill=False, step_graphs=True):
 
 def capture_model(backend):  # named as FastDeploy's runner method: its captures are not lazy ones
     for size in SIZES:
-        forward(backend, size)
+        forward(backend, size)  # warmups and capture
+        forward(backend, size)  # a dummy decode step that replays: still no serving step
 
 
 def test_each_decode_step_is_counted_once_with_its_size_padding_or_eager_reason(fd_era, runtime, caplog):
