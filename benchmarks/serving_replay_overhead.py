@@ -198,8 +198,10 @@ def main() -> None:
     variants["all_captured.unwrapped_in_replay_scope_again"] = in_replay_scope(unwrapped_view(all_captured))
     # The wrapper's own decision: the call's entry, looked up as FastDeploy looks it up (the part it cannot skip).
     variants["entry_lookup"] = lambda: patch_cudagraph_piecewise_backend._token_keyed(all_captured, step)
-    wrapped_graph_opt = type("WrappedGraphOpt", (MiniGraphOpt,), patch_graph_opt_backend.build(MiniGraphOpt, "default", Settings()))
-    graph_opts = {"unwrapped": MiniGraphOpt(all_captured, fd_config), "wrapped": wrapped_graph_opt(all_captured, fd_config)}
+    wrapped_graph_opt = type("WrappedGraphOpt", (MiniGraphOpt,),
+                             patch_graph_opt_backend.build(MiniGraphOpt, "default", Settings()))
+    graph_opts = {"unwrapped": MiniGraphOpt(all_captured, fd_config),
+                  "wrapped": wrapped_graph_opt(all_captured, fd_config)}
     for name, graph_opt in graph_opts.items():
         variants[f"graph_opt.{name}"] = lambda g=graph_opt: g(forward_meta=step)
     variants["replay_scope"] = empty_scope(policy.replay_scope)

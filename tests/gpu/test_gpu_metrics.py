@@ -29,7 +29,8 @@ def run_worker(steps: list[int], prom_dir: Path) -> tuple[dict, list[str]]:
     done = subprocess.run([sys.executable, str(HERE / "metrics_worker.py"), json.dumps(steps)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.splitlines()[-1]), [l for l in done.stderr.splitlines() if "fastdeploy-cudagraph-ext" in l]
+    lines = [line for line in done.stderr.splitlines() if "fastdeploy-cudagraph-ext" in line]
+    return json.loads(done.stdout.splitlines()[-1]), lines
 
 
 def test_two_workers_count_every_kind_of_step_exactly(tmp_path: Path) -> None:
