@@ -92,7 +92,7 @@ class GraphStats:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every count (tests; the capture report forgets the capture's own dummy steps)."""
+        """Forget every count (at start and in tests)."""
         self.replays: dict[object, int] = {}  # size -> replays
         self.padded: dict[object, int] = {}  # size -> padded tokens
         self.eager_steps: dict[str, int] = {}  # reason -> steps
