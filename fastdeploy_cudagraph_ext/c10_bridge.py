@@ -11,7 +11,9 @@ build (shared/design/cuda-facts.md); symbol presence alone does not tell, behavi
 * per-thread apart (PyTorch; Paddle develop #78584, "A"): a thread-local current stream that Paddle
   never moves. Bridged: moved to the capture stream and restored.
 * per-thread, set moves the framework (Paddle PR #78902, "C"): thread-local, but a set also moves
-  Paddle's stream. Bridged, and never restored through a set that would null Paddle's stream.
+  Paddle's stream, deleting a stream Paddle's context still owns (clear=true). Bridged, only after
+  Paddle's stream was switched through Paddle's own API (which drops that ownership), and never
+  restored through a set that would null Paddle's stream.
 
 The exported `CUDAStream` differs between builds, so so does the calling convention:
 * "regs16": PyTorch's 16-byte trivially copyable object, in two registers both ways;
@@ -25,8 +27,8 @@ sentinel pointer through getStreamFromExternal shows where the stream id lives, 
 streams made by the framework adapter (`paddle`, `torch`, or `fake` for our g++ test libraries)
 set -> get -> restore must round-trip and the behaviour is classified. The parent calls only a
 convention that exactly one child proved. Symbols (so header-only) are read in-process every
-time; only child verdicts are cached (c10_cache.py), keyed by the library build, never trusted
-for a library path.
+time; only child verdicts are cached (c10_cache.py), keyed by the library's content (ELF build id,
+else a hash of the file), never trusted for a library path.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .c10_cache import locked_cache
+from .c10_cache import library_identity, locked_cache
 from .stream_policy import C10Status
 
 GET = "_ZN3c104cuda20getCurrentCUDAStreamEa"
@@ -350,6 +352,8 @@ def _classify(calls: _Calls, offset: int, fw: FrameworkStreams) -> None:
     raws = [fw.raw_handle(s) for s in streams]
     original = fw.current_stream(dev)
 
+    # The framework's own switch comes before any c10 set: under C it drops the framework's ownership of its
+    # first stream, which C's set (clear=true) would delete (and the stream put back below would be dead).
     _report(stage="move the framework's stream, then getCurrentCUDAStream")
     fw.set_current_stream(dev, streams[0])
     follows_framework = c10_raw() == raws[0]
@@ -436,8 +440,10 @@ def _exported_symbols(library: str) -> tuple[str, ...]:
 
 
 def _build_key(library: str, framework: str) -> str:
-    st = os.stat(library)
-    return f"v{PROBE_VERSION}|{platform.machine()}|{framework}|{library}|{st.st_size}|{st.st_mtime_ns}"
+    # The content, not the file's size and mtime: a rebuilt library copied over the old one with `cp -p`
+    # (or a container layer) keeps both.
+    return (f"v{PROBE_VERSION}|{platform.machine()}|{framework}|{library}|{os.stat(library).st_size}|"
+            f"{library_identity(library)}")
 
 
 def _child_command(library: str, framework: str, convention: str) -> list[str]:
@@ -646,8 +652,9 @@ _WHAT_THE_PLUGIN_DOES = {
     APART: "c10 keeps a per-thread current stream apart from Paddle's (develop, Paddle PR #78584): the plugin moves "
     "it to the capture stream for warmup and capture, reads it back, and restores it afterwards.",
     MOVES_FRAMEWORK: "c10 keeps a per-thread current stream whose set also moves Paddle's stream (Paddle PR #78902): "
-    "the plugin moves c10 to the capture stream, then restores c10 and Paddle's stream, never setting c10 to the "
-    "thread's default stream (that would null Paddle's stream).",
+    "the plugin switches Paddle's stream through Paddle's own API before every c10 set (that set would delete the "
+    "stream Paddle's context still owns), moves c10 to the capture stream, then restores c10 and Paddle's stream, "
+    "never setting c10 to the thread's default stream (that would null Paddle's stream).",
 }
 
 

@@ -1,4 +1,5 @@
-"""A per-user cache of c10 probe verdicts that nobody else can write, and one prober per machine.
+"""A per-user cache of c10 probe verdicts that nobody else can write, one prober per machine, and
+what a verdict is keyed by: the library's content (its ELF build id, else a hash of the file).
 
 Only the current user's own, not group/world-writable directory and file are read (a planted file
 is ignored with a log line); files are opened without following symlinks. An exclusive file lock
@@ -10,14 +11,17 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
 import stat
+import struct
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 CACHE_ENV = "FD_CUDAGRAPH_EXT_CACHE_DIR"
 FILE_NAME = "c10_bridge.json"
@@ -88,6 +92,69 @@ class VerdictCache:
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("could not write the c10 verdict cache %s: %s", self.path, exc.strerror or exc)
+
+
+_ELF_MAGIC = b"\x7fELF"
+_PT_NOTE = 4
+_NT_GNU_BUILD_ID = 3
+_HASH_CHUNK = 1 << 20
+
+
+def _elf_build_id(fh: BinaryIO) -> str | None:
+    """The GNU build id among the notes of a 64-bit little-endian ELF file (x86-64, aarch64), or None: another
+    file, or one linked without a build id (such files are hashed instead)."""
+    head = fh.read(64)
+    if len(head) < 64 or head[:6] != _ELF_MAGIC + b"\x02\x01":  # ELFCLASS64, ELFDATA2LSB
+        return None
+    phoff, = struct.unpack_from("<Q", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    for index in range(phnum):
+        fh.seek(phoff + index * phentsize)
+        entry = fh.read(56)
+        if len(entry) < 56:
+            return None
+        p_type, _, offset, _, _, size, _, align = struct.unpack("<IIQQQQQQ", entry)
+        if p_type != _PT_NOTE:
+            continue
+        fh.seek(offset)
+        notes, pad = fh.read(size), max(4, align)
+        at = 0
+        while at + 12 <= len(notes):
+            namesz, descsz, n_type = struct.unpack_from("<III", notes, at)
+            desc_at = at + 12 + -(-namesz // pad) * pad
+            if n_type == _NT_GNU_BUILD_ID and notes[at + 12 : at + 12 + namesz] == b"GNU\0" and descsz:
+                return notes[desc_at : desc_at + descsz].hex()
+            at = desc_at + -(-descsz // pad) * pad
+    return None
+
+
+def _content_identity(path: str) -> str:
+    with open(path, "rb") as fh:
+        build_id = _elf_build_id(fh)
+        if build_id:
+            return f"build-id:{build_id}"
+        fh.seek(0)
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+
+
+_identities: dict[tuple, str] = {}
+_identities_lock = threading.Lock()
+
+
+def library_identity(path: str) -> str:
+    """What a library's verdict is keyed by: its ELF build id, else a SHA-256 of the file; computed once per
+    process for each path, inode, size, mtime and ctime (ctime moves on any rewrite, even one that puts the
+    size and mtime back, so a library replaced in place is read again)."""
+    st = os.stat(path)
+    seen = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _identities_lock:
+        identity = _identities.get(seen)
+        if identity is None:
+            identity = _identities[seen] = _content_identity(path)
+    return identity
 
 
 @contextmanager

@@ -14,6 +14,8 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from . import deepep_agreement
+
 
 class DeepEPProtocolError(RuntimeError):
     """A captured graph would replay DeepEP low-latency kernels incorrectly."""
@@ -43,6 +45,7 @@ class LowLatencyBufferProtocol:
 class _ThreadState(threading.local):
     suppress_inline_clean = 0
     audit: _CaptureAudit | None = None
+    moe_layer: object = None  # the MoE layer whose forward runs now (names it in capture errors)
 
 
 _state = _ThreadState()
@@ -58,6 +61,63 @@ def _suppress_inline_cleans() -> Iterator[None]:
 
 
 suppress_inline_cleans = contextmanager(_suppress_inline_cleans)  # by assignment: mutmut skips decorated functions
+
+
+def _moe_forward(layer: object) -> Iterator[None]:
+    """One MoE layer's forward: FastDeploy's inline cleans skipped, the layer remembered for capture errors."""
+    outer, _state.moe_layer = _state.moe_layer, layer
+    try:
+        with suppress_inline_cleans():
+            yield
+    finally:
+        _state.moe_layer = outer
+
+
+moe_forward = contextmanager(_moe_forward)  # by assignment: mutmut skips decorated functions
+
+
+def _layer_name() -> str:
+    layer = _state.moe_layer
+    if layer is None:
+        return "outside any MoE layer"
+    index = getattr(layer, "layer_idx", None)  # FastDeploy's FusedMoE.layer_idx
+    return f"MoE layer {index} ({type(layer).__name__})" if index is not None else type(layer).__name__
+
+
+class _NormalModeCaptures:
+    """Set once by the runner gate: whether this deployment may capture normal-mode kernels (intranode with a
+    fixed worst-case token count)."""
+
+    allowed = False
+
+
+normal_mode_captures = _NormalModeCaptures()
+
+
+def check_normal_mode_call(kind: str, num_worst_tokens: int) -> None:
+    """A DeepEP normal-mode (prefill) call while a graph is captured: refused before the capture ends, unless the
+    gate allowed the capturable case and this runner passes DeepEP a worst-case token count."""
+    if normal_mode_captures.allowed and num_worst_tokens > 0:
+        return
+    raise DeepEPProtocolError(
+        f"{_layer_name()}: DeepEP normal-mode {kind} was reached while a CUDA graph is being captured. Normal-mode "
+        f"kernels wait on the CPU for the received token count and cannot be captured (DeepEP #62); the capture "
+        f"was discarded. The step's MoE phase was prefill inside a captured step. Fix: capture decode steps only "
+        f"(cudagraph_only_prefill: false, full_cuda_graph: true), or, intranode, start FastDeploy with "
+        f"--ep-prefill-use-worst-num-tokens and FD_USE_PFCC_DEEP_EP=1 (FastDeploy 2.6 or later)."
+    )
+
+
+def check_buffer_creation(what: str, is_capturing: bool) -> None:
+    """A DeepEP buffer (or its low-latency RDMA area) allocated while a graph is captured: refused, never run."""
+    if is_capturing:
+        raise DeepEPProtocolError(
+            f"{_layer_name()}: DeepEP {what} was reached while a CUDA graph is being captured; creating a DeepEP "
+            f"buffer allocates and synchronizes every EP rank, which a graph cannot hold. The plugin creates the "
+            f"buffer eagerly before the first capture: this creation comes from code that rebuilt or dropped it "
+            f"after that (e.g. DeepEPBufferManager.clear_buffer between captures). Fix: recreate the buffer "
+            f"(DeepEPBufferManager.recreate_buffer) before capture_model."
+        )
 
 
 def inline_cleans_suppressed() -> bool:
@@ -140,6 +200,8 @@ def reset_protocol() -> None:
     with _protocol_lock:
         _protocol = None
         _engine = None
+        normal_mode_captures.allowed = False
+    deepep_agreement.reset_exchange()
 
 
 _engine: object | None = None  # FastDeploy's DeepEPEngine, a process singleton (see deepep_engine_handle)

@@ -14,8 +14,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import deployment, flags
-from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, PlanError, no_decode_graphs_reason, plan_deployment
+from . import deployment, fd_lines, flags
+from .capture_plan import DEEPEP_DEFAULT_QP_DEPTH, PlanError, coverage, no_decode_graphs_reason, plan_deployment
 from .fd_facts import installed_root
 
 C10_REPORT = "fastdeploy_cudagraph_ext.c10_bridge:paddle_c10_report"  # (ok, paragraph), from the c10 helper
@@ -79,7 +79,7 @@ class DoctorReport:
                 + ", ".join(dict.fromkeys(f.check for f in failures)) + "), each in a FAIL line above")
 
     def exit_code(self) -> int:
-        return 1 if self.failures() else 0
+        return 2 if self.failures() else 0  # "refused" in the CLI's exit-code table
 
     def text(self) -> str:
         width = max((len(f.check) for f in self.findings), default=0)
@@ -158,10 +158,11 @@ def _group_needed(group: str, config: deployment.DeploymentConfig | None) -> str
     """Why this deployment needs a group (None: it does not); without a deployment every group may be needed."""
     if config is None:
         return "run doctor --config to decide for your deployment"
-    s = config.settings()
-    need = {"capture_stream": s.use_cudagraph,
-            "mtp_sizing": s.use_cudagraph and s.num_speculative_tokens > 0 and not s.cudagraph_only_prefill,
-            "deepep_mixed": s.use_cudagraph and s.expert_parallel and s.splitwise_role == "mixed"}
+    graph, k = config.launch.graph_optimization_config, config.speculative_tokens()
+    need = {"capture_stream": graph.use_cudagraph,
+            "mtp_sizing": graph.use_cudagraph and k > 0 and not graph.cudagraph_only_prefill,
+            "deepep_mixed": graph.use_cudagraph and config.uses_expert_parallel()
+            and config.launch.splitwise_role == "mixed"}
     return "this deployment needs it" if need.get(group, True) else None
 
 
@@ -236,7 +237,7 @@ def _check_qp_depth(report: DoctorReport, env: dict[str, str], config: deploymen
     raw = env.get("NVSHMEM_QP_DEPTH")
     cap = config.dispatch_cap() if config is not None else deployment.FD_DEFAULT_DISPATCH_CAP
     whose = "this deployment's" if config is not None else "FastDeploy's default"
-    if config is not None and not config.launch.enable_expert_parallel:
+    if config is not None and not config.uses_expert_parallel():
         return
     if raw is None:
         status = "ok" if DEEPEP_DEFAULT_QP_DEPTH >= 2 * (cap + 1) else "fail"
@@ -270,19 +271,28 @@ def _add_group_verdicts(report: DoctorReport, root: Path | None, config: deploym
             report.add(f"group {v.group}", "fail", f"refused: {v.reason} ({need})")
 
 
-def _check_deployment(report: DoctorReport, name: str, config: deployment.DeploymentConfig) -> None:
-    settings = config.settings()
+def _check_deployment(report: DoctorReport, name: str, config: deployment.DeploymentConfig,
+                      line: fd_lines.LineSizing) -> None:
+    """The deployment's plan as this machine's FastDeploy line (`line`) lays its sizes out."""
+    settings = config.settings(line)
+    refused = [p.text for p in config.line_problems(line)]
     reason = no_decode_graphs_reason(settings)
-    if reason is not None:
-        report.add(f"deployment {name}", "ok", reason)
-        return
+    plan = None
     try:
-        plan = plan_deployment(settings)
+        plan = plan_deployment(settings)  # refuses DeepEP normal-mode graphs even without decode graphs
     except PlanError as error:
-        for problem in error.problems:
-            report.add(f"deployment {name}", "fail", problem)
-        return
-    report.add(f"deployment {name}", "ok", f"plan OK: {len(plan.captures)} decode graphs {plan.sizes}")
+        refused += error.problems
+    for problem in refused:
+        report.add(f"deployment {name}", "fail", problem)
+    if not refused and plan is None:
+        report.add(f"deployment {name}", "ok", reason)
+    elif not refused:
+        cover = coverage(plan.sizes, settings.max_num_seqs, settings.num_speculative_tokens)
+        eager = f"; batch sizes {cover.ranges[-1].first}-{cover.batches} run eagerly" if cover.served < cover.batches \
+            else ""
+        report.add(f"deployment {name}", "ok", f"plan OK on {line.label()}: {len(plan.captures)} decode graphs "
+                                               f"{plan.sizes}; a graph serves {cover.served} of {cover.batches} "
+                                               f"decode batch sizes{eager}")
 
 
 def run_doctor(deployed: tuple[str, deployment.DeploymentConfig] | None = None) -> DoctorReport:
@@ -305,7 +315,7 @@ def run_doctor(deployed: tuple[str, deployment.DeploymentConfig] | None = None) 
     if version is not None:
         _add_group_verdicts(report, None, config)
     if config is not None:
-        _check_deployment(report, name, config)
+        _check_deployment(report, name, config, fd_lines.line_of_version(version) or fd_lines.newest())
     return report
 
 

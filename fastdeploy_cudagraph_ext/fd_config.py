@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 
 from .capture_plan import DeploymentSettings, default_ladder, env_int, warmup_token_budget
+from .fd_lines import live_ladder_base
 from .flags import Settings
 
 
@@ -66,10 +67,10 @@ def max_chunk_tokens(fd_config: object) -> int:
                                int(getattr(scheduler, "max_num_batched_tokens", 8192)))
 
 
-def _generated_by_fastdeploy(sizes: list[int], tokens_per_request: int) -> bool:
+def _generated_by_fastdeploy(sizes: list[int], tokens_per_request: int, base: tuple[int, ...] | None) -> bool:
     """FastDeploy fills cudagraph_capture_sizes with its ladder when the user gave none (unscaled before PR #7215)."""
     top = max(sizes)
-    return any(sorted(sizes) == default_ladder(top, scale) for scale in {1, tokens_per_request})
+    return any(sorted(sizes) == default_ladder(top, scale, base) for scale in {1, tokens_per_request})
 
 
 def deployment_settings(fd_config: object, settings: Settings) -> DeploymentSettings:
@@ -81,7 +82,8 @@ def deployment_settings(fd_config: object, settings: Settings) -> DeploymentSett
     sizes = list(raw or [])
     # Never scaled again: sizes FastDeploy already scaled (2.5's ladder, 2.6/develop's every size) are either its
     # ladder at scale k+1 (rebuilt identically) or user sizes, which the plan validates as they are.
-    generated = raw is None or (bool(sizes) and _generated_by_fastdeploy(sizes, k + 1))
+    base = live_ladder_base()  # this FastDeploy's own ladder (2.2's has no 288..512), as `plan --fd-line` uses
+    generated = raw is None or (bool(sizes) and _generated_by_fastdeploy(sizes, k + 1, base))
     parallel = getattr(fd_config, "parallel_config", None)
     model = getattr(fd_config, "model_config", None)
     nnodes = int(_first([(fd_config, "nnode"), (parallel, "nnode")], 1))
@@ -99,6 +101,7 @@ def deployment_settings(fd_config: object, settings: Settings) -> DeploymentSett
         internode=nnodes > 1 or bool(getattr(parallel, "use_internode_ll_two_stage", False)),
         nvshmem_qp_depth=env_int("NVSHMEM_QP_DEPTH"),
         round_sizes=settings.round_sizes,
+        ladder_base=base,
     )
 
 

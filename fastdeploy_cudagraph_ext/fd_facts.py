@@ -397,8 +397,94 @@ def _plugin_markers(tree: ast.Module) -> dict[str, str]:
     return out
 
 
+# -- DeepEP under graphs (deepep engineer; read by deepep_graphs.py and the deepep patches) ----------------------
+def _deepep_graph_markers(tree: ast.Module) -> dict[str, str]:
+    """Which captures hold prefill (normal-mode) MoE steps, whether normal dispatch gets a fixed worst-case token
+    count, where the MTP draft model's MoE phase is written, and which process group FastDeploy builds for EP."""
+    out: dict[str, str] = {}
+    split = _method(tree, "GPUModelRunner", "capture_model_prefill_and_mixed")
+    if split is not None:  # static split-graph mode (2.5+): prefill/mixed steps captured
+        out["GPUModelRunner.capture_model_prefill_and_mixed.captures_graphs"] = _yes(any(
+            isinstance(_kwarg(c, "in_capturing"), ast.Constant) and _kwarg(c, "in_capturing").value is True
+            for c in _calls(split, "_dummy_run")))
+    step = _method(tree, "GPUModelRunner", "initialize_forward_meta")
+    if step is not None:  # the draft model's own config copy: is the agreed phase written where its MoE reads it?
+        owners = [n.value.attr for n in _in_order(n for n in ast.walk(step) if isinstance(n, ast.Attribute))
+                  if n.attr == "moe_phase" and isinstance(n.value, ast.Attribute) and _mentions(n.value, "proposer")]
+        out["GPUModelRunner.initialize_forward_meta.proposer_moe_phase_on"] = owners[0] if owners else "none"
+    dispatch = _method(tree, "EPPrefillRunner", "dispatch")
+    if dispatch is not None:  # DeepEP normal dispatch is capturable only with num_worst_tokens (intranode)
+        passes = [n for n in ast.walk(dispatch) if (isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant)
+                  and n.slice.value == "num_worst_tokens" and isinstance(n.ctx, ast.Store))
+                  or (isinstance(n, ast.keyword) and n.arg == "num_worst_tokens")]
+        guards = {a.attr for n in ast.walk(dispatch) if isinstance(n, ast.If) and any(p in list(ast.walk(n))
+                  for p in passes) for a in ast.walk(n.test) if isinstance(a, ast.Attribute) and a.attr.isupper()}
+        out["EPPrefillRunner.dispatch.num_worst_tokens"] = "none" if not passes else \
+            ",".join(sorted(guards)) or "always"
+    parallel = _class(tree, "ParallelConfig")
+    if parallel is not None:
+        groups = [t.attr for n in ast.walk(parallel) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                  and _dotted(n.value.func).endswith("new_group") and _mentions(n.value, "expert_parallel_size")
+                  for t in n.targets if isinstance(t, ast.Attribute)]
+        out["ParallelConfig.expert_parallel_group.attribute"] = groups[0] if groups else "none"
+    return out
+
+
+def _ladder(func: ast.FunctionDef) -> str | None:
+    """The candidate sizes `_set_cudagraph_sizes` builds in `draft_capture_sizes` before it appends the maximum, at
+    scale 1 (list displays and comprehensions over range() of constants only; anything else: "other"; None when
+    it builds no `draft_capture_sizes`)."""
+    allowed = (ast.Expression, ast.List, ast.ListComp, ast.comprehension, ast.BinOp, ast.Constant, ast.Name,
+               ast.Load, ast.Store, ast.Call, ast.Mult, ast.Add)
+    values: list[int] = []
+    for node in (n for n in func.body if isinstance(n, (ast.Assign, ast.AugAssign))):
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        if not (isinstance(target, ast.Name) and target.id == "draft_capture_sizes"):
+            continue
+        expr = ast.Expression(node.value)
+        if any(not isinstance(n, allowed) or (isinstance(n, ast.Call) and _dotted(n.func) != "range")
+               or (isinstance(n, ast.Constant) and not isinstance(n.value, int)) for n in ast.walk(expr)):
+            return "other"
+        code = compile(ast.fix_missing_locations(expr), "<fastdeploy ladder>", "eval")
+        # globals, not locals: a comprehension's own scope sees only globals
+        found = eval(code, {"__builtins__": {}, "range": range, "dec_token_per_query_per_step": 1})  # noqa: S307
+        values = (values if isinstance(node, ast.AugAssign) else []) + list(found)
+    return ",".join(map(str, values)) or None
+
+
+def _sizing_markers(tree: ast.Module) -> dict[str, str]:
+    """How FDConfig sizes decode captures: its default ladder, the largest size it keeps (max_num_seqs, or times
+    k+1 for MTP), the cap it puts on that, and the max_num_seqs it asserts. `plan --fd-line` reads these."""
+    out: dict[str, str] = {}
+    ladder = _method(tree, "GraphOptimizationConfig", "_set_cudagraph_sizes")
+    base = None if ladder is None else _ladder(ladder)
+    if base is not None:
+        out["GraphOptimizationConfig._set_cudagraph_sizes.ladder"] = base
+    init = _method(tree, "FDConfig", "__init__")
+    if init is not None:
+        shapes = [n.value for n in ast.walk(init) if isinstance(n, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "max_capture_shape" for t in n.targets)]
+        out["FDConfig.__init__.decode_capture_max"] = "max_num_seqs*(k+1)" if any(
+            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) and _mentions(n, _K) for v in shapes
+            for n in ast.walk(v)) else "max_num_seqs"
+        caps = [(v, c) for v in shapes for c in ast.walk(v) if isinstance(c, ast.Call) and _dotted(c.func) == "min"
+                and any(isinstance(a, ast.Constant) and isinstance(a.value, int) for a in c.args)]
+        cap = next((str(a.value) for _, c in caps for a in c.args if isinstance(a, ast.Constant)), "none")
+        # 2.5: `max_capture_shape if self.speculative_config is not None else min(512, ...)`
+        speculative_only = any(isinstance(v, ast.IfExp) and _mentions(v.test, "speculative_config") for v, _ in caps)
+        out["FDConfig.__init__.decode_capture_cap"] = f"{cap}_without_speculative" if speculative_only else cap
+    check = _method(tree, "FDConfig", "check")
+    if check is not None:
+        limits = [str(n.test.comparators[0].value) for n in ast.walk(check) if isinstance(n, ast.Assert)
+                  and isinstance(n.test, ast.Compare) and isinstance(n.test.ops[0], ast.LtE)
+                  and _mentions(n.test.left, "max_num_seqs") and isinstance(n.test.comparators[0], ast.Constant)]
+        out["FDConfig.check.max_num_seqs_limit"] = limits[0] if limits else "none"
+    return out
+
+
 _MARKER_READERS: tuple[Callable[[ast.Module], dict[str, str]], ...] = (
-    _runner_markers, _config_markers, _backend_markers, _moe_markers, _ep_markers, _plugin_markers)
+    _runner_markers, _config_markers, _backend_markers, _moe_markers, _ep_markers, _plugin_markers,
+    _deepep_graph_markers, _sizing_markers)
 
 
 def markers(tree: ast.Module) -> dict[str, str]:

@@ -52,6 +52,9 @@ class PaddleStreamDevice:
         return self._paddle.device.current_stream(f"gpu:{device_id}")
 
     def set_current_stream(self, device_id: int, stream: object) -> None:
+        # core._set_current_stream -> GPUContext::SetCUDAStream(stream, clear=false) (cuda_streams_py.cc at
+        # 7156cb65): it also drops the context's ownership of its first stream, which the policy relies on
+        # before a semantics-C c10 set (clear=true) that would otherwise delete that stream.
         self._paddle.device.set_stream(stream)
 
     def new_nonblocking_stream(self, device_id: int) -> object:

@@ -1,11 +1,12 @@
-"""Data shipped beside the code: top-level `configs/` (inside the wheel as `_configs/`)."""
+"""Data shipped beside the code: top-level `configs/` (inside the wheel as `_configs/`) and the per-line FastDeploy
+facts `patches/releases/` (inside the wheel as `_releases/`: `plan --fd-line` reads them)."""
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
-_PACKAGED = {"configs": "_configs"}
+_PACKAGED = {"configs": "_configs", "patches/releases": "_releases"}
 
 
 def data_files(folder: str, suffix: str = ".json") -> dict[str, str]:

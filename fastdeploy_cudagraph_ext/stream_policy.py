@@ -10,7 +10,9 @@ Capture scope (warmup and capture): the capture stream waits on the caller's str
 the framework's current stream, c10 is moved to it where it keeps its own per-thread stream, and
 on exit c10, then the framework's stream, are restored (each even if the other fails) and the
 caller's stream waits on the capture stream. Where c10's set also moves the framework's stream
-(Paddle semantics C), c10 is never set back to the thread's null default stream. If the body
+(Paddle semantics C), c10 is never set back to the thread's null default stream, and every scope
+switches the framework's stream through the framework's own API before c10 is set (C's set would
+delete a stream the framework still owns; the framework's own switch drops that ownership). If the body
 raises with a capture still open, that capture is ended and discarded before anything waits on
 the capture stream (waiting on a capturing stream would join its capture), and the body's
 exception propagates. Replay scope: only the two stream waits; no lock, no c10 work, no
@@ -191,6 +193,8 @@ class CaptureStreamPolicy:
             return
         caller = self.device.current_stream(dev)
         self.device.wait_stream(capture, caller)  # inputs written on the caller's stream must be visible
+        # Before any c10 set: under C this switch (Paddle's own, clear=false) also drops the framework's
+        # ownership of its first stream, which C's c10 set (clear=true) would otherwise delete.
         self.device.set_current_stream(dev, capture)
         try:
             undo_c10 = self._sync_c10(dev, capture, caller)
@@ -229,6 +233,11 @@ class CaptureStreamPolicy:
             return
         dev = self._device_id(device_id)
         current = self.device.current_stream(dev)
+        if self.c10.set_moves_framework:
+            # C's set calls GPUContext::SetCUDAStream(..., clear=true), which deletes a stream the context still
+            # owns (its first one, until anything switches it). Switching through the framework's own API first
+            # (Paddle passes clear=false) drops that ownership, so the c10 set below destroys nothing.
+            self.device.set_current_stream(dev, current)
         undo_c10 = self._sync_c10(dev, current, current)
         try:
             yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
 import json
 import re
 import logging
@@ -49,6 +50,12 @@ VARIANTS.update({
     "always_crash16": ["-DLAYOUT=16", "-DSEM_A", "-DALWAYS_CRASH"],
     "set_ignored32": ["-DLAYOUT=32", "-DSEM_A", "-DSET_IGNORED"],
     "get_wrong_device48": ["-DLAYOUT=48", "-DSEM_A", "-DGET_WRONG_DEVICE"],
+    # PR #78902's revision whose get falls back to the framework stream on a thread that never set c10
+    "C_unset_follows48": ["-DLAYOUT=48", "-DSEM_C", "-DUNSET_FOLLOWS"],
+    "C_unset_follows32": ["-DLAYOUT=32", "-DSEM_C", "-DUNSET_FOLLOWS"],
+    # linked without an ELF build id: the verdict cache keys them by a hash of the file
+    "A32_no_build_id": ["-DLAYOUT=32", "-DSEM_A", "-Wl,--build-id=none"],
+    "C32_no_build_id": ["-DLAYOUT=32", "-DSEM_C", "-Wl,--build-id=none"],
 })
 FRAMEWORK_START = 0x5000  # the fake framework stream of device 0 before anything moves it
 
@@ -85,8 +92,22 @@ class SideDoors:
         self.framework = lib.fake_framework_stream
         self.framework.restype, self.framework.argtypes = ctypes.c_int64, [ctypes.c_int8]
         self.nulled = lib.fake_framework_was_nulled
-        self.set_framework = lib.fake_set_framework_stream
+        self.set_framework = lib.fake_set_framework_stream  # Paddle's own switch (clear=false)
         self.set_framework.argtypes = [ctypes.c_int8, ctypes.c_int64]
+        self.owns = lib.fake_framework_owns_its_stream
+        self.owns.argtypes = [ctypes.c_int8]
+        self.destroyed_count = lib.fake_destroyed_count
+        self.destroyed = lib.fake_destroyed
+        self.destroyed.restype, self.destroyed.argtypes = ctypes.c_int64, [ctypes.c_int]
+        self.destroyed_uses = lib.fake_destroyed_uses
+        self.launch_extension = lib.fake_launch_extension  # a DeepEP kernel on c10's current stream
+        self.launch_extension.argtypes = [ctypes.c_int8]
+        self.launch_framework = lib.fake_launch_framework  # a Paddle kernel on the framework's stream
+        self.launch_framework.argtypes = [ctypes.c_int8]
+        self.reset = lib.fake_reset  # the framework as a fresh process has it: it owns its first stream
+
+    def destroyed_streams(self) -> list[int]:
+        return [self.destroyed(i) for i in range(self.destroyed_count())]
 
 
 class LibDevice(c10_bridge._FakeStreams):
@@ -95,7 +116,8 @@ class LibDevice(c10_bridge._FakeStreams):
     def __init__(self, library: str) -> None:
         super().__init__(library)
         self.log: list[tuple] = []
-        self.set_current_stream(0, FRAMEWORK_START)  # every test starts from the framework's own stream
+        # Every test starts from a fresh process's framework: on its own first stream, which it owns.
+        ctypes.CDLL(library).fake_reset()
 
     def current_device(self) -> int:
         return 0
@@ -288,6 +310,112 @@ def test_semantics_c_restores_a_thread_s_own_c10_stream_exactly(fake_libs) -> No
     in_fresh_thread(scenario)
 
 
+# ---- semantics C and Paddle's stream ownership (issue 17): a c10 set passes clear=true to
+# GPUContext::SetCUDAStream, which deletes the stream the context still owns.
+
+
+@pytest.mark.parametrize("name", ["C48", "C32"])
+def test_the_fake_models_paddle_s_stream_ownership(fake_libs, name: str) -> None:
+    """The fake is faithful where the policy's safety rests: a c10 set under C on a fresh context destroys the
+    framework's own stream (and then runs on it); after Paddle's own switch (clear=false) nothing is destroyed."""
+    side = SideDoors(fake_libs[name])
+    bridge = c10_status(fake_libs[name], FAKE).bridge
+
+    def scenario() -> None:
+        side.reset()
+        assert side.owns(0) == 1
+        bridge.set_raw(0, FRAMEWORK_START)  # what the eager scope did before Paddle's stream was ever switched
+        assert side.destroyed_streams() == [FRAMEWORK_START] and side.owns(0) == 0
+        assert side.destroyed_uses() == 1  # Paddle's stream is now the destroyed handle
+        side.launch_framework(0)
+        side.launch_extension(0)
+        assert side.destroyed_uses() == 3
+        side.reset()
+        side.set_framework(0, FRAMEWORK_START)  # paddle.device.set_stream: clear=false drops the ownership
+        bridge.set_raw(0, 0x7100)
+        bridge.set_raw(0, FRAMEWORK_START)
+        assert side.destroyed_streams() == [] and side.destroyed_uses() == 0 and side.owns(0) == 0
+
+    in_fresh_thread(scenario)
+
+
+@pytest.mark.parametrize("name", ["B48", "B32"])
+def test_the_fake_s_semantics_b_set_never_destroys(fake_libs, name: str) -> None:
+    """B's c10 set passes clear=false (compat CUDAStream.cpp at 1322ea65): it only drops the ownership."""
+    side = SideDoors(fake_libs[name])
+    calls = c10_bridge._Calls(ctypes.CDLL(fake_libs[name]), *LAYOUTS[int(name[1:])])
+    side.reset()
+    calls.set(calls.from_external(0x7200, 0))
+    assert side.framework(0) == 0x7200 and side.owns(0) == 0 and side.destroyed_streams() == []
+    side.reset()
+
+
+def run_scopes(policy: CaptureStreamPolicy, side: SideDoors, order: str) -> None:
+    """One serving thread's scopes in the given order, launching extension and framework kernels inside each."""
+
+    def launch() -> None:
+        side.launch_extension(0)
+        side.launch_framework(0)
+
+    def eager() -> None:
+        with policy.eager_extension_scope():
+            assert side.c10(0) == side.framework(0)  # the extension runs on the framework's stream
+            launch()
+
+    def capture() -> None:
+        with policy.capture_scope() as stream:
+            assert side.c10(0) == side.framework(0) == stream
+            launch()
+
+    def nested() -> None:
+        with policy.capture_scope() as outer:
+            eager()  # an eager extension call during warmup runs on the capture stream
+            with policy.capture_scope():
+                eager()
+            assert side.framework(0) == outer
+            launch()
+        with policy.eager_extension_scope():
+            capture()  # a capture started from inside an eager extension scope
+            launch()
+
+    steps = {"eager-first": [eager, capture, eager, nested],
+             "capture-first": [capture, eager, nested, eager],
+             "nested-first": [nested, eager, capture]}[order]
+    for step in steps:
+        step()
+        assert side.framework(0) == FRAMEWORK_START, f"{step.__name__} left the framework on another stream"
+        launch()  # the next step's kernels, outside every scope
+
+
+@pytest.mark.parametrize("order", ["eager-first", "capture-first", "nested-first"])
+@pytest.mark.parametrize("name", ["C48", "C32", "C_unset_follows48", "C_unset_follows32"])
+def test_semantics_c_scopes_never_destroy_or_reuse_a_stream_in_any_order(fake_libs, name: str, order: str) -> None:
+    """Issue 17: before Paddle's stream was ever switched, the context owns it and a c10 set (clear=true) would
+    delete it; every scope must first switch Paddle's stream through Paddle's own API (clear=false)."""
+    policy, device, side = policy_over(fake_libs, name)
+    assert policy.c10.set_moves_framework and side.owns(0) == 1
+
+    def scenario() -> None:
+        run_scopes(policy, side, order)
+        # (streams destroyed, uses of a destroyed stream: sets, restores and launches on it)
+        assert (side.destroyed_streams(), side.destroyed_uses()) == ([], 0)
+        assert side.nulled() == 0 and side.framework(0) == FRAMEWORK_START
+
+    in_fresh_thread(scenario)
+
+
+@pytest.mark.parametrize("order", ["eager-first", "capture-first", "nested-first"])
+@pytest.mark.parametrize("name", ["A48", "A32", "B48", "B32"])
+def test_semantics_a_and_b_scopes_never_destroy_a_stream_either(fake_libs, name: str, order: str) -> None:
+    policy, device, side = policy_over(fake_libs, name)
+
+    def scenario() -> None:
+        run_scopes(policy, side, order)
+        assert side.destroyed_streams() == [] and side.destroyed_uses() == 0
+
+    in_fresh_thread(scenario)
+
+
 @pytest.mark.parametrize("name", ["A48", "A32", "A24"])
 def test_semantics_a_is_bridged_and_leaves_the_framework_stream_alone(fake_libs, name: str) -> None:
     policy, device, side = policy_over(fake_libs, name)
@@ -310,8 +438,8 @@ def test_semantics_b_follows_and_is_never_set(fake_libs, name: str) -> None:
     with policy.capture_scope() as capture:
         assert side.c10(0) == capture  # c10 follows the framework's stream switch by itself
     assert side.c10(0) == side.framework(0) == FRAMEWORK_START
-    assert [entry for entry in device.log if entry[0] == "set_stream"][1:] == [("set_stream", capture),
-                                                                                ("set_stream", FRAMEWORK_START)]
+    assert [entry for entry in device.log if entry[0] == "set_stream"] == [("set_stream", capture),
+                                                                            ("set_stream", FRAMEWORK_START)]
 
 
 # ---------------------------------------------------------------- failures, contained and explained
@@ -453,6 +581,56 @@ def test_second_probe_is_a_cache_hit_and_a_new_build_is_probed_again(fake_libs, 
     shutil.copy(fake_libs["A16"], tmp_path / "libnew.so")
     os.replace(tmp_path / "libnew.so", lib)  # another build at the same path (installed by replacing the file)
     assert probe(str(lib), FAKE).convention == REGS16 and len(runs) == 1
+
+
+@pytest.mark.parametrize("pair", [("A32", "C32"), ("A32_no_build_id", "C32_no_build_id")])
+def test_a_library_replaced_in_place_with_the_same_size_and_mtime_is_probed_afresh(
+        fake_libs, tmp_path, monkeypatch, pair) -> None:
+    """`cp -p` of a rebuilt library (or a container layer) keeps the path, inode, size and mtime: only the
+    content (ELF build id, else a hash of the file) tells the builds apart."""
+    old, new = (Path(fake_libs[name]).read_bytes() for name in pair)
+    size = max(len(old), len(new))  # zero padding after the ELF contents leaves a library loadable
+    lib = tmp_path / "libphi_core.so"
+    lib.write_bytes(old.ljust(size, b"\0"))
+    # The parent never maps this file (rewriting a mapped library in place would corrupt this process);
+    # the children that probe it are fresh processes.
+    monkeypatch.setattr(c10_bridge, "_exported_symbols", lambda library: SYMBOLS)
+    assert probe(str(lib), FAKE).behaviour == APART
+    before = lib.stat()
+    with open(lib, "r+b") as fh:  # in place: same inode
+        fh.write(new.ljust(size, b"\0"))
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = lib.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    runs = count_children(monkeypatch)
+    assert probe(str(lib), FAKE).behaviour == MOVES_FRAMEWORK and len(runs) == 1
+    assert probe(str(lib), FAKE).behaviour == MOVES_FRAMEWORK and len(runs) == 1  # the new build's verdict is cached
+
+
+def test_a_library_s_identity_is_its_build_id_else_its_hash_read_once_per_process(fake_libs, monkeypatch) -> None:
+    reads: list[str] = []
+    real = c10_cache._content_identity
+    monkeypatch.setattr(c10_cache, "_content_identity", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(c10_cache, "_identities", {})
+    plain, lib = (os.path.realpath(fake_libs[name]) for name in ("A32_no_build_id", "A32"))
+    assert c10_cache.library_identity(plain) == "sha256:" + hashlib.sha256(Path(plain).read_bytes()).hexdigest()
+    with_id = c10_cache.library_identity(lib)
+    assert re.fullmatch(r"build-id:[0-9a-f]{40}", with_id)
+    readelf = shutil.which("readelf")
+    if readelf:
+        notes = subprocess.run([readelf, "-n", lib], capture_output=True, text=True, check=True).stdout
+        assert with_id == "build-id:" + re.search(r"Build ID: ([0-9a-f]+)", notes).group(1)
+    assert c10_cache.library_identity(lib) == with_id
+    probe(lib, FAKE)
+    probe(lib, FAKE)
+    assert reads == [plain, lib]  # once per process and file
+
+
+@pytest.mark.parametrize("content", [b"", b"\x7fELF", b"not a library at all", b"\x7fELF\x01\x01" + bytes(58)])
+def test_files_that_are_not_64_bit_elf_are_hashed(tmp_path, content: bytes) -> None:
+    path = tmp_path / "lib.so"
+    path.write_bytes(content)
+    assert c10_cache.library_identity(str(path)) == "sha256:" + hashlib.sha256(content).hexdigest()
 
 
 def test_the_cache_never_holds_a_library_path_or_a_header_only_verdict(fake_libs, cache_dir) -> None:
@@ -603,7 +781,8 @@ def test_paddle_report_survives_a_broken_paddle(monkeypatch) -> None:
     ("no_symbols", ("header-only", "nothing is bridged")),
     ("B32", ("follows", "never calls it")),
     ("A48", ("per-thread apart", "convention sret", "restores it")),
-    ("C24", ("set moves the framework", "convention memory", "never setting c10 to the thread's default stream")),
+    ("C24", ("set moves the framework", "convention memory", "through Paddle's own API before every c10 set",
+             "never setting c10 to the thread's default stream")),
 ])
 def test_paddle_report_names_the_class_and_what_the_plugin_does(fake_libs, monkeypatch, name, fragments) -> None:
     monkeypatch.setattr(c10_bridge, "paddle_library_path", lambda: fake_libs[name])
@@ -669,11 +848,14 @@ def child_reports(capsys, convention: str, library: str, framework: str = FAKE) 
 ])
 def test_the_child_proves_the_right_convention_stage_by_stage(fake_libs, capsys, name, convention, offset, behaviour):
     side = SideDoors(fake_libs[name])
-    side.set_framework(0, FRAMEWORK_START)
+    side.reset()  # a fresh process's framework, which owns its first stream
     reports = child_reports(capsys, convention, fake_libs[name])
     assert reports == [*PROBE_STAGES, {"offset": offset, "stage": "fake streams"}, *CLASSIFY_STAGES,
                        {"proven": True, "behaviour": behaviour, "stage": "done"}]
     assert side.framework(0) == FRAMEWORK_START  # the child puts the framework's stream back
+    # It moves the framework's stream through the framework (clear=false) before any c10 set: under C nothing
+    # is destroyed, and the stream it puts back is alive.
+    assert (side.destroyed_streams(), side.destroyed_uses()) == ([], 0)
 
 
 def test_the_child_reports_a_set_that_does_not_take(fake_libs, capsys):

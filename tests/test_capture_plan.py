@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastdeploy_cudagraph_ext.capture_plan import (PlanError, PlanInputs, SizeVerdict, build_plan, default_ladder,
+from fastdeploy_cudagraph_ext.capture_plan import (NOT_POSITIVE, ROUNDED, CoverageRange, PlanError, coverage, PlanInputs, SizeVerdict, build_plan, default_ladder,
                                                    env_int, judge_sizes, warmup_token_budget)
 
 
@@ -103,7 +105,7 @@ def test_internode_cap_and_qp_depth():
                               internode=True, nvshmem_qp_depth=1024))
     assert error.value.problems == [
         "num_max_dispatch_tokens_per_rank=2048 exceeds 1024, the most DeepEP's internode low-latency kernels accept; "
-        "lower it (and max_num_seqs / capture sizes with it)",
+        "lower it to 1024 or less (and max_num_seqs / capture sizes with it)",
         "NVSHMEM_QP_DEPTH=1024 is below 2*(num_max_dispatch_tokens_per_rank+1)=4098; DeepEP low-latency kernels "
         "would hang. Set NVSHMEM_QP_DEPTH=4098 or more in the server environment",
     ]
@@ -165,8 +167,9 @@ def test_default_ladder_stops_at_1024_before_the_maximum():
 def test_verdicts_keep_the_requested_size():
     verdicts, _ = judge_sizes(PlanInputs(max_num_seqs=8, num_speculative_tokens=1, capture_sizes=(0, 3),
                                          round_sizes=True))
-    assert verdicts == [SizeVerdict(0, None, "capture size 0 must be a positive token count"),
-                        SizeVerdict(3, 4, note="capture size 3 rounded to 4, a multiple of k+1=2")]
+    assert verdicts == [SizeVerdict(0, None, "capture size 0 must be a positive token count", status=NOT_POSITIVE,
+                                    fixes=({"capture_sizes": (3,)},)),
+                        SizeVerdict(3, 4, note="capture size 3 rounded to 4, a multiple of k+1=2", status=ROUNDED)]
 
 
 def test_warmup_token_budget_of_a_decode_instance():
@@ -188,3 +191,61 @@ def test_env_int_names_the_bad_value(monkeypatch):
     with pytest.raises(PlanError) as error:
         env_int("NVSHMEM_QP_DEPTH")
     assert error.value.problems == ["NVSHMEM_QP_DEPTH='deep' is not an integer"]
+
+
+def test_internode_cap_fix_never_proposes_a_cap_over_deepeps_internode_maximum():
+    with pytest.raises(PlanError) as error:
+        build_plan(PlanInputs(max_num_seqs=100_000, num_speculative_tokens=3, expert_parallel=True,
+                              max_dispatch_tokens_per_rank=256, internode=True))
+    (problem,), (fixes,) = error.value.problems, error.value.fixes
+    assert problem.endswith("Fix: lower --max-num-seqs to 64 or less (internode, the cap cannot exceed 1024, below "
+                            "the 400000 tokens this max_num_seqs needs)")
+    assert fixes == [{"max_num_seqs": 64}]
+
+
+def test_every_plan_problem_carries_fixes_that_remove_it():
+    inputs = PlanInputs(max_num_seqs=8, num_speculative_tokens=3, capture_sizes=(6, 8, 64), expert_parallel=True,
+                        max_dispatch_tokens_per_rank=16, nvshmem_qp_depth=8)
+    with pytest.raises(PlanError) as error:
+        build_plan(inputs)
+    fields = {"max_dispatch_tokens_per_rank", "nvshmem_qp_depth", "max_num_seqs", "capture_sizes"}
+    for problem, fixes in zip(error.value.problems, error.value.fixes):
+        assert fixes, problem
+        for fix in fixes:
+            assert set(fix) <= fields
+            try:
+                build_plan(dataclasses.replace(inputs, **fix))
+            except PlanError as after:
+                assert problem not in after.problems, (problem, fix)
+
+
+# ---- coverage: which graph serves each decode batch (issue 19 item 3) -----------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(k=st.integers(0, 5), seqs=st.integers(1, 300), graphs=st.lists(st.integers(1, 120), max_size=10))
+def test_coverage_matches_padding_each_batch_up_to_the_next_graph(k, seqs, graphs):
+    step = k + 1
+    sizes = sorted({g * step for g in graphs})
+    cover = coverage(sizes, seqs, k)
+    served, paddings = 0, []
+    for batch in range(1, seqs + 1):  # FastDeploy's padding map, one batch at a time
+        graph = next((s for s in sizes if s >= batch * step), None)
+        owner = next(r for r in cover.ranges if r.first <= batch <= r.last)
+        assert owner.graph == graph
+        if graph is not None:
+            served += 1
+            paddings.append((graph - batch * step) / graph)
+    assert [r.first for r in cover.ranges] == sorted(r.first for r in cover.ranges)
+    assert cover.ranges[0].first == 1 and cover.ranges[-1].last == seqs
+    assert all(a.last + 1 == b.first for a, b in zip(cover.ranges, cover.ranges[1:]))
+    assert (cover.batches, cover.served) == (seqs, served)
+    assert cover.mean_padding == pytest.approx(sum(paddings) / served if served else 0.0)
+
+
+def test_coverage_names_the_eager_batches_above_the_largest_graph():
+    cover = coverage([4, 8, 16], 8, 3)
+    assert cover.ranges == (CoverageRange(1, 1, 4), CoverageRange(2, 2, 8), CoverageRange(3, 4, 16, 0.0, 0.25, 0.125),
+                            CoverageRange(5, 8, None))
+    assert (cover.served, cover.served_share, cover.mean_padding) == (4, 0.5, 0.0625)
+    assert cover.to_dict()["served_share"] == 0.5

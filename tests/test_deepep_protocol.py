@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastdeploy_cudagraph_ext as ext
+from fastdeploy_cudagraph_ext import deepep_agreement
 from fastdeploy_cudagraph_ext.deepep_protocol import (DeepEPProtocolError, LowLatencyBufferProtocol, capture_audit,
                                                       install_protocol)
 from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
@@ -20,22 +21,30 @@ from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolic
 pytestmark = pytest.mark.standin
 
 
+@pytest.fixture(autouse=True)
+def one_rank_group(monkeypatch):
+    """Paddle's all_gather_object needs a launched distributed job: one rank gathers its own plan here."""
+    monkeypatch.setattr(deepep_agreement, "paddle_all_gather", lambda group: lambda plan: [plan])
+
+
 class MixedEPWorker:
     """One EP rank through the patched FastDeploy stand-ins: runner step decision, MoE forward, graph backend."""
 
-    def __init__(self, fd_era, torch_api=True, layers=2, dispatch_only=False, buffer=None):
+    def __init__(self, fd_era, torch_api=True, layers=2, dispatch_only=False, buffer=None, setup=None):
         self.buffer = CURRENT["buffer"] = buffer or SimBuffer(torch_api=torch_api)
         self.fd_config = make_fd_config(k=0, max_num_seqs=4, sizes=(1, 2, 4), ep=True, cap=128)
+        if setup is not None:  # a test's own FastDeploy settings, before anything is built
+            setup(self.fd_config)
         moe_base = importlib.import_module("fastdeploy.model_executor.layers.moe.fused_moe_backend_base")
         backend_module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
         runner_module = importlib.import_module("fastdeploy.worker.gpu_model_runner")
+        self.runner = runner_module.GPUModelRunner(self.fd_config, "gpu", 0, 0, 0)  # as FastDeploy: before the model
         self.moe = moe_base.MoEMethodBase(self.fd_config)
         self.layers = [SimpleNamespace(fd_config=self.fd_config, layer_idx=i) for i in range(layers)]
         self.dispatch_only = dispatch_only
         self.out = paddle.zeros([4])
         args = (self.fd_config, self.forward) if fd_era == "2.3" else (self.fd_config, self.forward, self.forward)
         self.backend = backend_module.CudaGraphPiecewiseBackend(*args)
-        self.runner = runner_module.GPUModelRunner(self.fd_config, "gpu", 0, 0, 0)
 
     def forward(self, **kwargs):
         x = paddle.zeros([4])

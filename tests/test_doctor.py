@@ -75,7 +75,7 @@ def test_healthy_setup_would_start(machine, capsys):
 def test_bad_paddle_is_a_finding_and_exit_non_zero(machine, capsys, paddle, text):
     machine(paddle)
     code, report = doctor_json(capsys)
-    assert code == 1 and report["would_start"] is False
+    assert code == 2 and report["would_start"] is False
     assert finding(report, "Paddle") == {"check": "Paddle", "status": "fail", "text": text}
     assert report["verdict"] == f"this worker would refuse: Paddle: {text}"
 
@@ -83,7 +83,7 @@ def test_bad_paddle_is_a_finding_and_exit_non_zero(machine, capsys, paddle, text
 def test_unbridgeable_c10_refuses(machine, capsys):
     machine(c10=(False, "torch-API DeepEP needs c10 in step and this Paddle's c10 cannot be bridged"))
     code, report = doctor_json(capsys)
-    assert code == 1 and finding(report, "c10 stream")["status"] == "fail"
+    assert code == 2 and finding(report, "c10 stream")["status"] == "fail"
 
 
 @pytest.mark.parametrize("env, check, status, text", [
@@ -110,7 +110,7 @@ def test_unbridgeable_c10_refuses(machine, capsys):
 def test_environment_findings(machine, capsys, env, check, status, text):
     machine(**env)
     code, report = doctor_json(capsys)
-    assert code == 1
+    assert code == 2
     assert {"check": check, "status": status, "text": text} in report["findings"]
 
 
@@ -126,7 +126,7 @@ def test_refused_group_fails_only_where_the_deployment_needs_it(machine, capsys,
     refused = [SimpleNamespace(group="mtp_sizing", verdict="refused", reason="capture_model lost its MTP branch")]
     monkeypatch.setattr(doctor, "_group_verdicts", lambda root: refused)
     code, report = doctor_json(capsys, "--config", "ernie45-300b-a47b-ep8-mixed-mtp1")  # MTP k=1: needs it
-    assert code == 1 and finding(report, "group mtp_sizing")["text"] == (
+    assert code == 2 and finding(report, "group mtp_sizing")["text"] == (
         "refused: capture_model lost its MTP branch (this deployment needs it)")
     code, report = doctor_json(capsys, "--config", "ernie45-21b-a3b-dense-tp1")  # no MTP
     assert code == 0 and finding(report, "group mtp_sizing")["status"] == "warn"
@@ -138,12 +138,31 @@ def test_doctor_config_runs_the_plan_checks(machine, capsys, tmp_path):
     config["launch"]["max-num-seqs"] = 128
     (tmp_path / "big.json").write_text(json.dumps(config))
     code, report = doctor_json(capsys, "--config", str(tmp_path / "big.json"))
-    assert code == 1 and "over DeepEP's low-latency cap" in finding(report, "deployment big.json")["text"]
+    assert code == 2 and "over DeepEP's low-latency cap" in finding(report, "deployment big.json")["text"]
 
 
-def test_doctor_config_error_is_exit_2(machine, capsys):
+def test_doctor_plans_the_deployment_as_the_installed_line_lays_it_out(machine, capsys, tmp_path):
+    machine()  # FastDeploy 2.5.0: written sizes are tokens there
+    config = json.loads((Path(__file__).parent.parent / "configs" / "deepseek-v3-ep16-mixed-mtp3.json").read_text())
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = [4, 6]
+    (tmp_path / "sizes.json").write_text(json.dumps(config))
+    code, report = doctor_json(capsys, "--config", str(tmp_path / "sizes.json"))
+    assert code == 2 and finding(report, "deployment sizes.json")["text"].startswith(
+        "capture size 6 is not a multiple of k+1=4")
+    code, report = doctor_json(capsys, "--config", "deepseek-v3-ep16-mixed-mtp3")
+    assert code == 0 and finding(report, "deployment deepseek-v3-ep16-mixed-mtp3")["text"] == (
+        "plan OK on FastDeploy 2.5 (facts of f3fb7e03, 2026-04-14): 11 decode graphs "
+        "[256, 224, 192, 160, 128, 96, 64, 32, 16, 8, 4]; a graph serves 64 of 64 decode batch sizes")
+    config["launch"]["graph-optimization-config"]["cudagraph_capture_sizes"] = [4, 8]
+    (tmp_path / "gap.json").write_text(json.dumps(config))
+    code, report = doctor_json(capsys, "--config", str(tmp_path / "gap.json"))
+    assert code == 0 and finding(report, "deployment gap.json")["text"].endswith(
+        "a graph serves 2 of 64 decode batch sizes; batch sizes 3-64 run eagerly")
+
+
+def test_doctor_config_error_is_a_user_error(machine, capsys):
     machine()
-    assert cli.main(["doctor", "--config", "no-such-deployment"]) == 2
+    assert cli.main(["doctor", "--config", "no-such-deployment"]) == 3
     assert "does not exist: neither a file nor a bundled config" in capsys.readouterr().err
 
 
@@ -163,7 +182,7 @@ def test_fd_src_reports_the_checkout_groups(capsys, tmp_path, monkeypatch):
 ])
 def test_fd_src_wrong_directory_is_exit_2(capsys, tmp_path, make, text):
     path = make(tmp_path)
-    assert cli.main(["doctor", "--fd-src", str(path)]) == 2
+    assert cli.main(["doctor", "--fd-src", str(path)]) == 3
     assert text in capsys.readouterr().err
 
 

@@ -191,7 +191,8 @@ def test_initialize_forward_meta_names_where_the_phase_is_written():
                 if self.fd_config.scheduler_config.splitwise_role == "mixed":
                     self.fd_config.model_config.moe_phase.phase = "decode"
     """, "GPUModelRunner.initialize_forward_meta.")
-    assert got == {"moe_phase_on": "model_config", "splitwise_role_on": "scheduler_config"}
+    assert got == {"moe_phase_on": "model_config", "splitwise_role_on": "scheduler_config",
+                   "proposer_moe_phase_on": "none"}  # the draft model's phase: not written here
 
 
 # -- config: who scales sizes by k+1 ---------------------------------------------------------------

@@ -36,7 +36,7 @@ WORKER = textwrap.dedent('''
         graph_opt_config=SimpleNamespace(use_cudagraph=True, cudagraph_capture_sizes=[2, 4, 8]),
         speculative_config=SimpleNamespace(method="mtp", num_speculative_tokens=1),
         scheduler_config=SimpleNamespace(splitwise_role="mixed", max_num_seqs=4),
-        parallel_config=SimpleNamespace(use_ep=True))
+        parallel_config=SimpleNamespace(use_ep=True, ep_group=SimpleNamespace(ranks=[0])))  # FastDeploy builds it
     registry.runner_built("GPUModelRunner", fd_config)  # the gate's decision, without FastDeploy's __init__ body
     for name, report in registry.reports.items():
         print(f"{name}: {report.verdict.value}: {report.detail}")

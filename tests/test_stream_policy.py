@@ -518,3 +518,18 @@ def test_eager_extension_scope_under_c_restores_c10_before_the_framework_stream(
     with policy.eager_extension_scope():
         assert c10.stream() is device.compute
     assert c10.stream() is own and device.current_stream(0) is device.compute
+
+
+@pytest.mark.parametrize("moves_framework", [False, True])
+def test_eager_extension_scope_switches_the_framework_stream_through_the_framework_before_c10_only_under_c(
+        moves_framework):
+    device, c10, _ = make()
+    policy = CaptureStreamPolicy(device, C10Status(False, c10, set_moves_framework=moves_framework), lambda: True)
+    real_set_raw = c10.set_raw
+    c10.set_raw = lambda device_id, raw: (device.log.append(("c10_set", raw)), real_set_raw(device_id, raw))
+    with policy.eager_extension_scope():
+        pass
+    first_c10 = device.log.index(("c10_set", device.compute.handle))
+    # Under C the framework's own switch (Paddle: clear=false) must come first: it drops the framework's ownership
+    # of its first stream, which C's c10 set (clear=true) would delete. Elsewhere the framework stream is untouched.
+    assert device.log[:first_c10] == ([("set_stream", "compute")] if moves_framework else [])

@@ -43,23 +43,42 @@ and its entry in ALL_PATCHES (and its block below).
 
 == group deepep_mixed == needed when CUDA graphs are on and EP runs in mixed mode
 ** deepep_transition_clean **
-   Symbol:  gpu_model_runner.GPUModelRunner.initialize_forward_meta
-   Why:     the collective low-latency buffer clean belongs at the agreed prefill->decode step, eagerly.
-   How:     after FastDeploy agrees the phase, clean once on every EP rank (or every decode step on request).
+   Symbol:  gpu_model_runner.GPUModelRunner.initialize_forward_meta (+ the DeepEP runner gate)
+   Why:     the collective low-latency buffer clean belongs at the agreed prefill->decode step, eagerly; graphs
+            that would hold DeepEP normal-mode kernels die late or hang; 2.2/2.3 let the MTP draft's phase drift.
+   How:     runner gate refuses normal-mode kernels in graphs unless capturable (deepep_graphs.py, as plan and
+            doctor) and records the rank's plan for the agreement; after FastDeploy agrees the phase, the draft
+            gets it where the line lets it drift (marker proposer_moe_phase_on), a dropped buffer is created,
+            and the clean runs once on every EP rank (or every decode step on request).
    PR:      none.
-   Removal: when FastDeploy cleans at the transition.
+   Removal: when FastDeploy cleans at the transition and refuses normal-mode DeepEP in graphs.
 ** deepep_engine_handle **
    Symbol:  ep.DeepEPEngine.__init__
-   Why:     the transition clean must reach FastDeploy's engine; 2.2.0 has no DeepEPBufferManager holding it.
-   How:     pass-through wrapper that keeps a reference to the engine FastDeploy built.
+   Why:     the transition clean must reach FastDeploy's engine (2.2.0 has no DeepEPBufferManager); ranks that
+            plan different DeepEP work hang in the buffer's creation (DeepEP #208).
+   How:     before FastDeploy's __init__: refused under capture; the ranks exchange their plan over
+            ParallelConfig.ep_group (marker) once and all stop on a difference; then keeps the engine.
    PR:      none.
-   Removal: with deepep_transition_clean.
+   Removal: with deepep_transition_clean; the exchange once FastDeploy checks the ranks agree.
 ** moe_inline_clean_scope **
    Symbol:  fused_moe_backend_base.MoEMethodBase.apply
    Why:     FastDeploy's in-forward clean puts two NVSHMEM barriers into every decode graph.
-   How:     apply runs in a scope in which the runners' clean is skipped.
+   How:     apply runs in a scope in which the runners' clean is skipped and the layer is remembered.
    PR:      none (SGLang #11666 for the pattern).
    Removal: with deepep_transition_clean.
+** deepep_normal_mode_capture_check **
+   Symbol:  ep.EPPrefillRunner.dispatch, .combine
+   Why:     normal-mode kernels wait on the CPU and cannot be captured (DeepEP #62).
+   How:     under capture they raise before DeepEP runs (layer and fix named; the capture is discarded), unless
+            the gate allowed the capturable case and the runner passes num_worst_tokens.
+   PR:      none (rtp-llm #1308, vLLM and TRT-LLM refuse the mode with graphs).
+   Removal: when FastDeploy refuses normal-mode DeepEP in captured graphs.
+** deepep_buffer_capture_guard **
+   Symbol:  ep.DeepEPEngine.create_deep_ep_buffer (2.2.x+), .get_low_latency_buffer (2.2.0)
+   Why:     a buffer created inside a captured forward allocates and synchronizes in the graph (SGLang #29942).
+   How:     refused under capture before anything is allocated; the transition clean creates it eagerly.
+   PR:      none.
+   Removal: when FastDeploy or DeepEP refuse allocation during capture.
 ** ep_runner_inline_clean **
    Symbol:  ep.EPRunner.clean_low_latency_buffer
    Why:     the in-forward clean is reached through the EP runners.
@@ -85,9 +104,11 @@ from ..fd_config import is_mixed_expert_parallel, speculative_tokens, uses_cudag
 from ..registry import Need, Patch
 from . import (
     patch_cudagraph_piecewise_backend,
+    patch_deepep_buffer_guard,
     patch_deepep_buffer_manager,
     patch_deepep_engine,
     patch_deepep_engine_handle,
+    patch_ep_prefill_runner,
     patch_ep_runner_clean,
     patch_gpu_model_runner_capture,
     patch_gpu_model_runner_step,
@@ -107,6 +128,8 @@ ALL_PATCHES: list[Patch] = [
     patch_ep_runner_clean.PATCH,
     patch_deepep_engine.PATCH,
     patch_deepep_buffer_manager.PATCH,
+    patch_ep_prefill_runner.PATCH,
+    patch_deepep_buffer_guard.PATCH,
 ]
 
 

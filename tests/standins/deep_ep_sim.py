@@ -5,7 +5,8 @@
 * clean_low_latency_buffer is collective: a barrier before and after zeroing, counted per rank;
 * the low-latency double buffer flips on the HOST at every dispatch/combine call, and the half a
   kernel uses is fixed when it is launched (so a graph bakes in its halves);
-* with return_recv_hook=True the receive half is a second kernel launched by the hook.
+* with return_recv_hook=True the receive half is a second kernel launched by the hook;
+* normal dispatch under capture breaks it unless given num_worst_tokens (DeepEP #62, #203).
 Kernels launch on c10's current stream (torch-API DeepEP) or the framework's stream (Paddle's port).
 """
 from __future__ import annotations
@@ -15,6 +16,15 @@ from fake_cuda import Runtime
 
 class StaleBufferError(RuntimeError):
     pass
+
+
+class AllocationInCaptureError(RuntimeError):
+    """CUDA refuses allocation and synchronization while a stream is captured."""
+
+
+class UnjoinedWorkError(RuntimeError):
+    """DeepEP's normal dispatch waits on the CPU for the received count: under capture the capture breaks
+    ("capturing stream has unjoined work", DeepEP #62), unless a fixed worst-case token count is given."""
 
 
 class Collective:
@@ -39,7 +49,10 @@ class SimBuffer:
     def _launch(self, name, kernel):
         Runtime.device.launch(self._stream(), kernel, name)
 
-    def dispatch(self, x):
+    def dispatch(self, x, num_worst_tokens=0):
+        if Runtime.device.is_capturing() and not num_worst_tokens:
+            raise UnjoinedWorkError(f"rank {self.rank}: normal dispatch under capture: capturing stream has unjoined work")
+
         def kernel():
             self.dirty = True
         self._launch("normal_dispatch", kernel)

@@ -4,6 +4,7 @@ Not a FastDeploy module: the era trees keep every class a patch targets, with th
 signatures, in FastDeploy's own module files (so facts read from their source see the real shapes),
 and delegate the bodies here. Our own code, written from facts; device work goes through fake_cuda.
 """
+import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -146,6 +147,28 @@ class BackendCommon:
 
 
 
+class _Envs:
+    """FastDeploy's envs.py: flags read lazily from the environment."""
+
+    @property
+    def FD_USE_PFCC_DEEP_EP(self) -> bool:  # noqa: N802 - FastDeploy's name
+        return bool(int(os.getenv("FD_USE_PFCC_DEEP_EP", "0")))
+
+
+envs = _Envs()
+
+
+class ProcessGroup:
+    """paddle.distributed.new_group's result, as far as the plugin sees it (it passes it to all_gather_object)."""
+
+    def __init__(self, ranks) -> None:
+        self.ranks = list(ranks)
+
+
+def new_group(ranks) -> ProcessGroup:
+    return ProcessGroup(ranks)
+
+
 def singleton(cls):
     instances = {}
 
@@ -164,19 +187,40 @@ class EngineCommon:
         self.num_experts = num_experts
         self.buffer = deep_ep_sim.CURRENT["buffer"] or deep_ep_sim.SimBuffer()
         self.return_recv_hook = True  # tests flip this to model a misconfigured build
+        self.dropped = None  # the buffer while dropped (clear_deep_ep_buffer), recreated as the same object
+        self.creations = 0  # buffers created after __init__
+
+    def _clear_buffer(self):
+        self.dropped, self.buffer = self.buffer, None
+
+    def _create_buffer(self):
+        """deep_ep.Buffer(...): allocates (NVSHMEM) and synchronizes every rank; a capture cannot hold that."""
+        if Runtime.device.is_capturing():
+            raise deep_ep_sim.AllocationInCaptureError("DeepEP buffer allocated while a graph is captured "
+                                                       "(operation not permitted when stream is capturing)")
+        self.creations += 1
+        self.buffer, self.dropped = self.dropped or self.buffer, None
+
+    def _lazy_buffer(self):
+        """A caller that creates the buffer on first use (SGLang #29942), as after an RL clear_buffer."""
+        if self.buffer is None:
+            self.create_deep_ep_buffer()
+        return self.buffer
 
     def _dispatch(self, hidden_states, topk_idx, use_fp8):
-        x, count, handle, _, hook = self.buffer.low_latency_dispatch(
+        x, count, handle, _, hook = self._lazy_buffer().low_latency_dispatch(
             hidden_states, topk_idx, self.num_max_dispatch_tokens_per_rank, self.num_experts, use_fp8=use_fp8,
             async_finish=False, return_recv_hook=self.return_recv_hook)
         return x, count, handle, hook
 
     def _combine(self, hidden_states, topk_idx, topk_weights, handle):
-        out, _, hook = self.buffer.low_latency_combine(hidden_states, topk_idx, topk_weights, handle,
+        out, _, hook = self._lazy_buffer().low_latency_combine(hidden_states, topk_idx, topk_weights, handle,
                                                        async_finish=False, return_recv_hook=self.return_recv_hook)
         return out, hook
 
     def _clean(self):
+        if self.buffer is None:  # as FastDeploy's DeepEPBuffer.clean_low_latency_buffer: no buffer, no clean
+            return
         self.buffer.clean_low_latency_buffer(self.num_max_dispatch_tokens_per_rank, self.hidden_size, self.num_experts)
 
 

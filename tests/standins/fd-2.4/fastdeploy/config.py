@@ -2,7 +2,18 @@
 
 init_with_cudagrpah_size(max_capture_size) only filters the sizes and builds the padding map: it never scales.
 """
-from standin_common import GraphConfigBase, MoEPhase  # noqa: F401 - FastDeploy's names
+from standin_common import GraphConfigBase, MoEPhase, new_group  # noqa: F401 - FastDeploy's names
+
+
+class ParallelConfig:
+    """Only what the plugin reads: FastDeploy builds the EP process group here (set_communicate_group)."""
+
+    def __init__(self, expert_parallel_size=1):
+        self.expert_parallel_size = expert_parallel_size
+        self.ep_group = None
+
+    def set_communicate_group(self):
+        self.ep_group = new_group(range(self.expert_parallel_size))
 
 
 class GraphOptimizationConfig(GraphConfigBase):

@@ -5,7 +5,18 @@ size (the user's too) by k+1 on its first call (a flag stops later calls from sc
 real_bsz_to_captured_size (running requests -> graph) only when called with k != 0. FDConfig calls it once,
 with k, before any runner exists (#7215/#7301).
 """
-from standin_common import GraphConfigBase, MoEPhase  # noqa: F401 - FastDeploy's names
+from standin_common import GraphConfigBase, MoEPhase, new_group  # noqa: F401 - FastDeploy's names
+
+
+class ParallelConfig:
+    """Only what the plugin reads: FastDeploy builds the EP process group here (set_communicate_group)."""
+
+    def __init__(self, expert_parallel_size=1):
+        self.expert_parallel_size = expert_parallel_size
+        self.ep_group = None
+
+    def set_communicate_group(self):
+        self.ep_group = new_group(range(self.expert_parallel_size))
 
 
 class GraphOptimizationConfig(GraphConfigBase):

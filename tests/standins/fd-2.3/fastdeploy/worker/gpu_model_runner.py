@@ -14,6 +14,10 @@ class GPUModelRunner(ModelRunnerBase):
 
     def initialize_forward_meta(self):
         self._agree_phase()
+        phase = self.fd_config.model_config.moe_phase.phase  # agreed: the target's MoE reads it here
+        proposer = getattr(self, "proposer", None)  # as FastDeploy: the draft model's config copy (parallel_config)
+        if self.speculative_decoding and proposer is not None:
+            proposer.fd_config.parallel_config.moe_phase.phase = phase
 
     @sot_warmup_guard(True)
     def capture_model(self) -> None:

@@ -15,11 +15,20 @@ class GPUModelRunner(ModelRunnerBase):
 
     def initialize_forward_meta(self, is_dummy_or_profile_run=False):
         self._agree_phase()
+        phase = self.fd_config.model_config.moe_phase.phase  # agreed: the target's MoE reads it here
+        proposer = getattr(self, "proposer", None)  # as FastDeploy: the draft model's config copy (model_config)
+        if self.speculative_decoding and proposer is not None:
+            proposer.fd_config.model_config.moe_phase.phase = phase
 
     @sot_warmup_guard(True)
     def capture_model(self) -> None:
         self.fastdeploy_loop_ran = True
         k = self.speculative_config.num_speculative_tokens
+        if self.graph_opt_config.cudagraph_only_prefill:  # prefill graphs only (the MoE phase is prefill)
+            for num_tokens in sorted(self.cudagraph_capture_sizes, reverse=True):
+                self._dummy_run(num_tokens=num_tokens, batch_size=self.scheduler_config.max_num_seqs,
+                                in_capturing=True, expected_decode_len=1, capture_prefill=True)
+            return
         for capture_size in sorted(self.cudagraph_capture_sizes, reverse=True):
             if self.speculative_decoding and self.speculative_method == "mtp":
                 self._dummy_run(num_tokens=self.fd_config.get_max_chunk_tokens(),
@@ -31,4 +40,7 @@ class GPUModelRunner(ModelRunnerBase):
 
     @sot_warmup_guard(True)
     def capture_model_prefill_and_mixed(self) -> None:
-        pass
+        """Static split-graph mode: prefill/mixed steps captured by token count (capture_prefill)."""
+        for capture_size in sorted(self.graph_opt_config.cudagraph_capture_sizes_prefill, reverse=True):
+            self._dummy_run(num_tokens=capture_size, batch_size=1, in_capturing=True, expected_decode_len=1,
+                            capture_prefill=True)

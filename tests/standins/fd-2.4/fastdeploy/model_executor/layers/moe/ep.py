@@ -41,6 +41,16 @@ class DeepEPEngine(EngineCommon):
     def clean_low_latency_buffer(self):
         self._clean()
 
+    @property
+    def deepep_engine(self):
+        return self.buffer
+
+    def clear_deep_ep_buffer(self):
+        self._clear_buffer()
+
+    def create_deep_ep_buffer(self):
+        self._create_buffer()
+
 
 class EPRunner:
     def __init__(self, top_k, hidden_size, num_experts, splitwise_role, moe_phase, num_max_dispatch_tokens_per_rank=1,

@@ -1,7 +1,7 @@
 """Stand-in ep.py of develop at e53f5184 (2026-04-15): DeepEPEngine (a @singleton) whose low_latency_dispatch also
-takes quant_group_size and use_ue8m0, with two-stage dispatch/combine; DeepEPBufferManager; EP runners. Hooks are
-called at once."""
-from standin_common import EngineCommon, singleton
+takes quant_group_size and use_ue8m0, with two-stage dispatch/combine; DeepEPBufferManager; EP runners (the prefill runner passes num_worst_tokens
+only under FD_USE_PFCC_DEEP_EP). Hooks are called at once."""
+from standin_common import EngineCommon, envs, singleton
 
 
 class DeepEPBufferManager:
@@ -45,6 +45,16 @@ class DeepEPEngine(EngineCommon):
     def clean_low_latency_buffer(self):
         self._clean()
 
+    @property
+    def deepep_engine(self):
+        return self.buffer
+
+    def clear_deep_ep_buffer(self):
+        self._clear_buffer()
+
+    def create_deep_ep_buffer(self):
+        self._create_buffer()
+
 
 class EPRunner:
     def __init__(self, top_k, hidden_size, num_experts, splitwise_role, moe_phase, num_max_dispatch_tokens_per_rank=1,
@@ -57,8 +67,18 @@ class EPRunner:
 
 
 class EPPrefillRunner(EPRunner):
+    def __init__(self, top_k, hidden_size, num_experts, splitwise_role, num_max_dispatch_tokens_per_rank, ep_size=1,
+                 ep_rank=0, redundant_experts_num=0, moe_phase=None, ep_group=None, use_internode_ll_two_stage=False,
+                 prefill_num_worst_tokens=0):
+        super().__init__(top_k, hidden_size, num_experts, splitwise_role, moe_phase,
+                         num_max_dispatch_tokens_per_rank=num_max_dispatch_tokens_per_rank)
+        self.num_worst_tokens = prefill_num_worst_tokens
+
     def dispatch(self, x, topk_idx, topk_weights, *args, **kwargs):
-        return self.ep_engine.buffer.dispatch(x)
+        dispatch_args = {"x": x}
+        if envs.FD_USE_PFCC_DEEP_EP:  # as FastDeploy: only the torch-API DeepEP gets a worst-case token count
+            dispatch_args["num_worst_tokens"] = self.num_worst_tokens
+        return self.ep_engine.buffer.dispatch(**dispatch_args)
 
     def combine(self, tmp_ffn_out, handle, recv_topk_weights):
         return self.ep_engine.buffer.combine(tmp_ffn_out)
