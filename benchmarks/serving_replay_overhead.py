@@ -10,6 +10,9 @@ is the bottleneck), for a backend whose sizes are all captured and for one with 
                 uncaptured (for reference)
   unwrapped_in_replay_scope  FastDeploy's call inside policy.replay_scope(): the floor, since the two waits are the
                 wrapper's whole job on a replay
+  graph_opt.*   FastDeploy's GraphOptBackend decision (modelled as develop's) over the wrapped backend, with and
+                without the plugin's decode_step_metrics wrapper: that wrapper's own cost per decode step
+The metrics are on (metrics.py exporting to a temporary PROMETHEUS_MULTIPROC_DIR, as in a FastDeploy worker).
 Done when wrapped / unwrapped_in_replay_scope is ~1.0 for both backends, within the A/A control's noise (the floor
 measured twice): the wrapper adds the two waits and the entry lookup FastDeploy itself makes, nothing else. Both
 sides are called as instances, as the runner calls the backend. Streams are modelled as in tests/gpu (framework
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +42,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "gpu")]  # the package and the t
 
 from fastdeploy_cudagraph_ext.c10_bridge import c10_status  # noqa: E402
 from fastdeploy_cudagraph_ext.flags import Settings  # noqa: E402
-from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend  # noqa: E402
+from fastdeploy_cudagraph_ext.metrics import STATS  # noqa: E402
+from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend, patch_graph_opt_backend  # noqa: E402
 from fastdeploy_cudagraph_ext.registry import Variant  # noqa: E402
 from fastdeploy_cudagraph_ext.stream_policy import CaptureStreamPolicy, install_policy  # noqa: E402
 from torch_device import FrameworkGraph, TorchFrameworkDevice, libc10_cuda_path  # noqa: E402
@@ -83,6 +89,24 @@ class MiniBackend:
         self.concrete_size_entries = {size: Entry(size) for size in SIZES}
 
 
+class MiniGraphOpt:
+    """FastDeploy develop's GraphOptBackend reduced to its decode decision: graphs on, decode, fits -> the backend."""
+
+    def __init__(self, backend: MiniBackend, fd_config: object) -> None:
+        self.backend = backend
+        self.fd_config = fd_config
+        self.max_captre_size = SIZES[0]
+
+    def __call__(self, **kwargs: object) -> object:
+        if not self.fd_config.graph_opt_config.use_cudagraph:
+            return self.backend.runnable(**kwargs)
+        meta = kwargs["forward_meta"]
+        real_shape = meta.ids_remove_padding.shape[0]
+        if not meta.step_use_cudagraph or meta.exist_prefill or real_shape > self.max_captre_size:
+            return self.backend.runnable(**kwargs)
+        return self.backend(**kwargs)
+
+
 CHUNK = 50  # calls between device drains: the launch queue never fills, so the timer sees host time only
 
 
@@ -109,6 +133,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("calls", nargs="?", type=int, default=20000, help="calls per timed repeat")
     calls = parser.parse_args().calls
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fdcg-bench-prom-"))
+    STATS.start(os.environ)  # the metrics on, as in a FastDeploy worker (needs prometheus_client)
     dev = torch.cuda.current_device()
     fw = MiniBackend.fw = TorchFrameworkDevice()
     status = c10_status(libc10_cuda_path(), framework="torch")
@@ -126,10 +152,11 @@ def main() -> None:
             return x * 2.0
 
     fd_config = SimpleNamespace(graph_opt_config=SimpleNamespace(
-        graph_opt_level=0, real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}))
+        graph_opt_level=0, real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, use_cudagraph=True))
 
     def meta(tokens: int) -> SimpleNamespace:
-        return SimpleNamespace(ids_remove_padding=torch.empty(tokens, device="cuda"), exist_prefill=False)
+        return SimpleNamespace(ids_remove_padding=torch.empty(tokens, device="cuda"), exist_prefill=False,
+                               step_use_cudagraph=True)
 
     all_captured, one_never = wrapped_class(fd_config, runnable), wrapped_class(fd_config, runnable)
 
@@ -173,6 +200,12 @@ def main() -> None:
     variants["all_captured.unwrapped_in_replay_scope_again"] = in_replay_scope(unwrapped_view(all_captured))
     # The wrapper's own decision: the call's entry, looked up as FastDeploy looks it up (the part it cannot skip).
     variants["entry_lookup"] = lambda: patch_cudagraph_piecewise_backend._token_keyed(all_captured, step)
+    wrapped_graph_opt = type("WrappedGraphOpt", (MiniGraphOpt,),
+                             patch_graph_opt_backend.build(MiniGraphOpt, "default", Settings()))
+    graph_opts = {"unwrapped": MiniGraphOpt(all_captured, fd_config),
+                  "wrapped": wrapped_graph_opt(all_captured, fd_config)}
+    for name, graph_opt in graph_opts.items():
+        variants[f"graph_opt.{name}"] = lambda g=graph_opt: g(forward_meta=step)
     variants["replay_scope"] = empty_scope(policy.replay_scope)
     variants["capture_scope"] = empty_scope(policy.capture_scope)
     with fw.framework_ops(dev):  # the step's eager kernels run on the framework's compute stream
@@ -186,6 +219,7 @@ def main() -> None:
     ratios["capture_scope_over_replay_scope"] = round(us["capture_scope"] / us["replay_scope"], 3)
     extra = {name: round(us[f"{name}.wrapped"] - us[f"{name}.unwrapped_in_replay_scope"], 3)
              for name in backends}
+    extra["decode_step_metrics"] = round(us["graph_opt.wrapped"] - us["graph_opt.unwrapped"], 3)
     card = torch.cuda.get_device_name(dev)
     print(json.dumps({"card": card, "calls": calls, "us_per_call": us, "ratios": ratios, "wrapper_extra_us": extra}))
     print(f"{card}: wrapped / (FastDeploy's call in the replay scope) = "
@@ -194,7 +228,9 @@ def main() -> None:
           f"A/A control {ratios['a_a_control']:.3f}; "
           f"unwrapped {us['all_captured.unwrapped']:.2f} us, replay scope alone {us['replay_scope']:.2f} us, "
           f"capture scope alone {us['capture_scope']:.2f} us; wrapped - floor = {extra['all_captured']:.2f} / "
-          f"{extra['one_never_captured']:.2f} us, the entry lookup alone {us['entry_lookup']:.2f} us")
+          f"{extra['one_never_captured']:.2f} us, the entry lookup alone {us['entry_lookup']:.2f} us; "
+          f"decode_step_metrics wrapper {extra['decode_step_metrics']:.2f} us; metrics exported: "
+          f"{STATS.exporter is not None}, replays counted {sum(STATS.replays.values())}")
 
 if __name__ == "__main__":
     main()

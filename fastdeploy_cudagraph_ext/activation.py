@@ -8,10 +8,12 @@ the patches are in place before capture_model(). Offline `fastdeploy.LLM` users 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 
 from . import deepep_protocol, flags, import_hooks
+from .metrics import STATS
 from .patch import ALL_PATCHES, NEEDS, RUNNERS
 from .registry import PatchReport, Registry
 
@@ -46,6 +48,7 @@ def activate(settings: flags.Settings | None = None) -> list[PatchReport]:
         if _registry is not None:
             return [_registry.reports[name] for name in _registry.patches if name in _registry.reports]
         _ensure_visible_logging()
+        STATS.start(os.environ)  # metrics on where FastDeploy runs prometheus_client in multiprocess mode
         _registry = Registry(ALL_PATCHES, NEEDS, RUNNERS, settings or flags.read_settings())
         try:
             _registry.watch_runners()  # the safe point first: its gate sits under every runner patch

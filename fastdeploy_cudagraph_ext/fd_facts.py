@@ -596,6 +596,7 @@ TARGET_MODULES: tuple[str, ...] = (
     "fastdeploy.config",
     "fastdeploy.model_executor.forward_meta",
     "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend",
+    "fastdeploy.model_executor.graph_optimization.graph_optimization_backend",
     "fastdeploy.model_executor.layers.moe.ep",
     "fastdeploy.model_executor.layers.moe.fused_moe_backend_base",
     "fastdeploy.plugins.model_register",

@@ -43,6 +43,7 @@ class PaddleStreamDevice:
                 "build. Install paddlepaddle-gpu matching your FastDeploy, or leave FD_CUDAGRAPH_EXT unset."
             )
         self._paddle = paddle
+        self._events: dict[int, object] = {}  # raw stream -> the one event recorded on it for every wait
 
     def current_device(self) -> int:
         return int(self._paddle.device.get_device().split(":")[1])
@@ -60,8 +61,19 @@ class PaddleStreamDevice:
         return self._paddle.device.Stream(f"gpu:{device_id}")  # Paddle creates every new stream non-blocking
 
     def wait_stream(self, waiter: object, waitee: object) -> None:
-        if self.raw_handle(waiter) != self.raw_handle(waitee):
-            waiter.wait_stream(waitee)
+        """`waiter` waits for the work queued on `waitee` so far, through one event per waitee stream, created once
+        and re-recorded (Paddle's Stream.wait_stream makes an event per call). A wait reads the event's latest
+        record when it is queued, so a re-record never changes a wait already queued."""
+        key = self.raw_handle(waitee)
+        if self.raw_handle(waiter) != key:
+            event = self._events.get(key)
+            if event is None:
+                event = self._events[key] = self._paddle.device.Event()  # on the current place: the worker's GPU
+            event.record(waitee)
+            waiter.wait_event(event)
+
+    def memory_reserved(self, device_id: int) -> int:
+        return int(self._paddle.device.cuda.memory_reserved(device_id))
 
     def raw_handle(self, stream: object) -> int:
         return int(stream.stream_base.cuda_stream)

@@ -21,6 +21,14 @@ and its entry in ALL_PATCHES (and its block below).
             synchronizes_after_replay); "not needed" on a non-CUDA Paddle (XPU), decided at the runner gate.
    PR:      FastDeploy #7344 (closed).
    Removal: when FastDeploy captures on its own stream with c10 in step.
+** decode_step_metrics **
+   Symbol:  graph_optimization_backend.GraphOptBackend.__call__
+   Why:     FastDeploy runs decode steps eagerly, silently (graphs off for the step, prefill in the batch, over
+            the largest size); operators cannot see how many nor why.
+   How:     pass-through wrapper: notes the forward's tokens, counts an eager step with its reason when the
+            forward did not reach the graph backend (metrics.py).
+   PR:      none.
+   Removal: when FastDeploy exports CUDA graph coverage metrics.
 
 == group mtp_sizing == needed when CUDA graphs and MTP are on
 ** mtp_capture_sizing **
@@ -112,12 +120,14 @@ from . import (
     patch_ep_runner_clean,
     patch_gpu_model_runner_capture,
     patch_gpu_model_runner_step,
+    patch_graph_opt_backend,
     patch_moe_apply,
     patch_xpu_model_runner_capture,
 )
 
 ALL_PATCHES: list[Patch] = [
     patch_cudagraph_piecewise_backend.PATCH,
+    patch_graph_opt_backend.PATCH,
     patch_gpu_model_runner_capture.PATCH,
     patch_xpu_model_runner_capture.PATCH,
     patch_gpu_model_runner_step.PATCH,

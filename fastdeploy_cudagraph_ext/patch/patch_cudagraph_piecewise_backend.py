@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Mapping
 from .. import deepep_protocol
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
+from ..metrics import SIZE_NOT_CAPTURED, STATS, UNKNOWN_SIZE
 from ..registry import ANY_VARIANT, NO_FACTS, Choice, Contract, ContractBroken, Patch, Variant
 from ..stream_policy import get_policy, installed_policy
 
@@ -126,9 +127,13 @@ def _inside_capture_model() -> bool:
     return False
 
 
-def _log_lazy_captures(backend: object, entries: list[object], static: bool, before: list[bool]) -> None:
+def _log_lazy_captures(backend: object, entries: list[object], static: bool, before: list[bool],
+                       captured: Callable[[object], None]) -> None:
     for entry, was_captured in zip(entries, before):
-        if not was_captured and entry is not None and _is_captured(entry, static) and not _inside_capture_model():
+        if was_captured or entry is None or not _is_captured(entry, static):
+            continue
+        captured(entry.real_shape)  # metrics: this call's seconds and memory are this size's capture cost
+        if not _inside_capture_model():
             log.warning("fastdeploy-cudagraph-ext: %s captured a CUDA graph for size %s while serving (outside "
                         "capture_model): its warmup forwards ran only on ranks that saw this size; with expert "
                         "parallelism their DeepEP collectives may have no partner on the other ranks. Capture every "
@@ -149,11 +154,14 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[li
             entry = entries[0]
             if entry is not None:
                 if not entry.use_cudagraph:
+                    STATS.eager(SIZE_NOT_CAPTURED)
                     return original(self, **kwargs)  # FastDeploy runs this size eagerly
                 if entry.captured if static else entry.cuda_graph is not None:
+                    STATS.replayed(entry.real_shape)
                     with get_policy().replay_scope():
                         return original(self, **kwargs)
         elif exact is False and not entries:  # every graph the call may use is captured
+            STATS.replayed(UNKNOWN_SIZE)
             with get_policy().replay_scope():
                 return original(self, **kwargs)
         if exact is False:
@@ -161,10 +169,10 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[li
                       "the device, and not every graph it may use is captured: such calls run in the capture scope "
                       "(correct, slower)", type(self).__name__)
         before = [e is not None and _is_captured(e, static) for e in entries]
-        with get_policy().capture_scope(), _undo_aborted_capture(self, entries, output), \
-                deepep_protocol.capture_audit(type(self).__name__):
+        with STATS.capture_cost(get_policy().memory_reserved) as captured, get_policy().capture_scope(), \
+                _undo_aborted_capture(self, entries, output), deepep_protocol.capture_audit(type(self).__name__):
             result = original(self, **kwargs)
-        _log_lazy_captures(self, entries, static, before)
+        _log_lazy_captures(self, entries, static, before, captured)
         return result
 
     return __call__

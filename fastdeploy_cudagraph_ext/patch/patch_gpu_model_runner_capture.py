@@ -12,6 +12,7 @@ from ..fd_config import CONFIG_READS, INSTALL_NAMES, INSTALL_USES, deployment_se
     speculative_tokens
 from ..fd_facts import ModuleFacts, k_plus_1_methods
 from ..flags import Settings
+from ..metrics import reports_capture
 from ..registry import ANY_VARIANT, NO_FACTS, Choice, Contract, ContractBroken, Patch, Variant
 
 MODULE = "fastdeploy.worker.gpu_model_runner"
@@ -128,7 +129,7 @@ def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
 
 
 def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
-    return {"capture_model": wrap_capture_model(cls.capture_model, variant, settings, MODULE)}
+    return {"capture_model": reports_capture(wrap_capture_model(cls.capture_model, variant, settings, MODULE))}
 
 
 def runner_contract(cls: str) -> Contract:

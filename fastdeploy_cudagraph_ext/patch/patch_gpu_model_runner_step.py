@@ -14,6 +14,7 @@ from ..deepep_graphs import graph_settings_of_fd_config, judge_normal_mode_graph
 from ..fd_config import CONFIG_READS, deployment_settings, is_mixed_expert_parallel, moe_phase, uses_expert_parallel
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
+from ..metrics import STATS
 from ..registry import ANY_VARIANT, NO_FACTS, Choice, Contract, ContractBroken, Patch, Variant
 from .patch_gpu_model_runner_capture import COUNTED, counted, counted_methods
 from ..stream_policy import get_policy
@@ -40,6 +41,7 @@ def clean_through_fastdeploy() -> None:
         with get_policy().eager_extension_scope():
             ensure_buffer(engine)
             engine.clean_low_latency_buffer()
+        STATS.deepep_cleaned()
 
 
 def _new_protocol(settings: Settings) -> deepep_protocol.LowLatencyBufferProtocol:

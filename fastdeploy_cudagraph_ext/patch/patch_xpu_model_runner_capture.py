@@ -5,6 +5,7 @@ from typing import Mapping
 
 from ..fd_facts import ModuleFacts
 from ..flags import Settings
+from ..metrics import reports_capture
 from ..registry import NO_FACTS, Choice, ContractBroken, Patch
 from .patch_gpu_model_runner_capture import BASE_MODULE, CONFIG_MODULE, COUNTED, counted_methods, prepare_runner, \
     runner_contract, wrap_capture_model
@@ -26,7 +27,7 @@ def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
 
 def build(cls: type, variant: str, settings: Settings) -> dict[str, object]:
     # FastDeploy's XPU capture_model has no sot_warmup_guard: neither has ours.
-    return {"capture_model": wrap_capture_model(cls.capture_model, variant, settings, None)}
+    return {"capture_model": reports_capture(wrap_capture_model(cls.capture_model, variant, settings, None))}
 
 
 PATCH = Patch(

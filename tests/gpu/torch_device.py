@@ -23,6 +23,8 @@ from typing import Iterator
 import torch
 
 CUDA_STREAM_NON_BLOCKING = 1
+# The C calls under torch.cuda's Python wrappers: Paddle's device reaches its own through one wrapper each.
+_record, _wait, _current_device = torch._C._CudaEventBase.record, torch._C._CudaEventBase.wait, torch._C._cuda_getDevice
 
 
 def libc10_cuda_path() -> str:
@@ -64,9 +66,10 @@ class TorchFrameworkDevice:
 
     def __init__(self) -> None:
         self._current: dict[int, torch.cuda.Stream] = {}
+        self._events: dict[int, torch.cuda.Event] = {}  # as PaddleStreamDevice: one event per waitee stream
 
     def current_device(self) -> int:
-        return torch.cuda.current_device()
+        return _current_device()
 
     def current_stream(self, device_id: int) -> torch.cuda.Stream:
         stream = self._current.get(device_id)
@@ -81,7 +84,14 @@ class TorchFrameworkDevice:
         return new_stream(device_id, CUDA_STREAM_NON_BLOCKING)
 
     def wait_stream(self, waiter: object, waitee: object) -> None:
-        waiter.wait_stream(waitee)
+        event = self._events.get(waitee.cuda_stream)
+        if event is None:
+            event = self._events[waitee.cuda_stream] = torch.cuda.Event()
+        _record(event, waitee)  # torch.cuda.Event.record and Stream.wait_event without their Python layers
+        _wait(event, waiter)
+
+    def memory_reserved(self, device_id: int) -> int:
+        return torch.cuda.memory_reserved(device_id)
 
     def raw_handle(self, stream: object) -> int:
         return stream.cuda_stream

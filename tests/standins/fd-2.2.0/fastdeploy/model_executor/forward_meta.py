@@ -1,4 +1,4 @@
-"""Stand-in forward_meta.py of 2.2.0 at fa236927: the ForwardMeta fields the capture backend reads."""
+"""Stand-in forward_meta.py of 2.2.0 at fa236927: the ForwardMeta fields the plugin reads."""
 from dataclasses import dataclass
 
 import paddle
@@ -7,3 +7,4 @@ import paddle
 @dataclass
 class ForwardMeta:
     ids_remove_padding: paddle.Tensor
+    step_use_cudagraph: bool = False
