@@ -16,6 +16,7 @@ from fastdeploy_cudagraph_ext import metrics
 from fastdeploy_cudagraph_ext.flags import Settings
 from fastdeploy_cudagraph_ext.metrics import STATS
 from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend, patch_graph_opt_backend
+from fastdeploy_cudagraph_ext.registry import Variant
 from fastdeploy_cudagraph_ext.stream_policy import C10Status, CaptureStreamPolicy, install_policy
 
 SIZES = [4, 2, 1]
@@ -71,8 +72,9 @@ class GraphOptBackend:
 
 
 DEVICE = TorchFrameworkDevice()
+TOKEN_KEYED = Variant("token_keyed", {"output_buffers": "output_buffers"})  # a 2.2.x-2.4 line's spelling
 Piecewise = type("Piecewise", (PiecewiseBackend,),
-                 patch_cudagraph_piecewise_backend.build(PiecewiseBackend, "token_keyed", Settings()))
+                 patch_cudagraph_piecewise_backend.build(PiecewiseBackend, TOKEN_KEYED, Settings()))
 GraphOpt = type("GraphOpt", (GraphOptBackend,), patch_graph_opt_backend.build(GraphOptBackend, "default", Settings()))
 
 
