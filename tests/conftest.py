@@ -80,3 +80,20 @@ def _no_plugin_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("FD_CUDAGRAPH_EXT"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _plugin_log_reaches_caplog():
+    """Every test sees the plugin's log records through caplog, whatever ran before it in this worker: activation
+    gives the plugin's logger its own stderr handler and stops propagation when it has no handler yet, so which
+    test activated first (xdist spreads them) decided whether a later caplog test saw anything. A handler present
+    here keeps activation from doing that; the logger is restored after the test."""
+    import logging
+
+    logger = logging.getLogger("fastdeploy_cudagraph_ext")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = True
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
