@@ -63,14 +63,24 @@ class RawDevice:
         return cupy.cuda.Stream(non_blocking=True)
 
     def wait_stream(self, waiter: cupy.cuda.Stream, waitee: cupy.cuda.Stream) -> None:
-        if self._cache_events:  # as PaddleStreamDevice.wait_stream
-            event = self._events.get(waitee.ptr)
-            if event is None:
-                event = self._events[waitee.ptr] = cupy.cuda.Event(disable_timing=True)
-        else:
-            event = cupy.cuda.Event(disable_timing=True)
-        event.record(waitee)
-        waiter.wait_event(event)
+        self.stream_waiter(waiter, waitee)()
+
+    def stream_waiter(self, waiter: cupy.cuda.Stream, waitee: cupy.cuda.Stream) -> Callable[[], None]:
+        if not self._cache_events:
+            def wait_with_a_new_event() -> None:
+                event = cupy.cuda.Event(disable_timing=True)
+                event.record(waitee)
+                waiter.wait_event(event)
+            return wait_with_a_new_event
+        event = self._events.get(waitee.ptr)  # as PaddleStreamDevice.stream_waiter
+        if event is None:
+            event = self._events[waitee.ptr] = cupy.cuda.Event(disable_timing=True)
+        record, wait = event.record, waiter.wait_event
+
+        def wait_for_waitee() -> None:
+            record(waitee)
+            wait(event)
+        return wait_for_waitee
 
     def raw_handle(self, stream: cupy.cuda.Stream) -> int:
         return stream.ptr

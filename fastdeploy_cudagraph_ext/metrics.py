@@ -93,8 +93,7 @@ class GraphStats:
 
     def reset(self) -> None:
         """Forget every count (at start and in tests)."""
-        self.replays: dict[object, int] = {}  # size -> replays
-        self.padded: dict[object, int] = {}  # size -> padded tokens
+        self.replayed_at: dict[tuple[object, int], int] = {}  # (size, real tokens) -> replays: one count per replay
         self.eager_steps: dict[str, int] = {}  # reason -> steps
         self.captures: dict[object, tuple[float, int]] = {}  # size -> (seconds, bytes)
         self.cleans = 0
@@ -121,13 +120,12 @@ class GraphStats:
 
     def replayed(self, size: object) -> None:
         self.served = True
-        if self.paused:
-            return
-        self.replays[size] = self.replays.get(size, 0) + 1
-        if size != UNKNOWN_SIZE:
-            self.padded[size] = self.padded.get(size, 0) + size - self.step_tokens
-        if self._clock() >= self._flush_due:
-            self.tick()
+        if not self.paused:  # one dict increment per replay; replays and padding are summed from it when read
+            key = size, self.step_tokens
+            counts = self.replayed_at
+            counts[key] = counts.get(key, 0) + 1
+            if self._clock() >= self._flush_due:
+                self.tick()
 
     def eager(self, reason: str) -> None:
         self.served = True
@@ -136,6 +134,23 @@ class GraphStats:
         self.eager_steps[reason] = self.eager_steps.get(reason, 0) + 1
         if self._clock() >= self._flush_due:
             self.tick()
+
+    @property
+    def replays(self) -> dict[object, int]:
+        """Replays per captured size."""
+        replays: dict[object, int] = {}
+        for (size, _), count in self.replayed_at.items():
+            replays[size] = replays.get(size, 0) + count
+        return replays
+
+    @property
+    def padded(self) -> dict[object, int]:
+        """Padded tokens (captured size minus real tokens) replayed per captured size (none for UNKNOWN_SIZE)."""
+        padded: dict[object, int] = {}
+        for (size, tokens), count in self.replayed_at.items():
+            if size != UNKNOWN_SIZE:
+                padded[size] = padded.get(size, 0) + (size - tokens) * count
+        return padded
 
     def capturing(self) -> None:
         self.served = True  # a warmup or capture forward: counted by capture_cost, not as a step
@@ -187,8 +202,9 @@ class GraphStats:
 
     def coverage_line(self) -> str:
         """Share of the decode steps since the last line that replayed, their padding, the top eager reason."""
-        replays = sum(self.replays.values())
-        graph_tokens = sum(int(s) * n for s, n in self.replays.items() if s != UNKNOWN_SIZE)
+        by_size = self.replays
+        replays = sum(by_size.values())
+        graph_tokens = sum(int(s) * n for s, n in by_size.items() if s != UNKNOWN_SIZE)
         padded = sum(self.padded.values())
         last_replays, last_tokens, last_padded, last_eager = self._window
         self._window = (replays, graph_tokens, padded, dict(self.eager_steps))
@@ -215,9 +231,10 @@ class GraphStats:
         exporter = self.exporter
         if exporter is None:
             return
-        graph_tokens = {s: int(s) * n for s, n in self.replays.items() if s != UNKNOWN_SIZE}
+        replays = self.replays
+        graph_tokens = {s: int(s) * n for s, n in replays.items() if s != UNKNOWN_SIZE}
         for name, counts, counter, label in (
-            ("replays", self.replays, exporter.replays, "size"),
+            ("replays", replays, exporter.replays, "size"),
             ("graph_tokens", graph_tokens, exporter.graph_tokens, "size"),
             ("padded", self.padded, exporter.padded_tokens, "size"),
             ("eager", self.eager_steps, exporter.eager, "reason"),

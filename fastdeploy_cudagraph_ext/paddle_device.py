@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+from typing import Callable
 
 from .stream_policy import CaptureStreamPolicy
 
@@ -28,6 +29,10 @@ def _cudart() -> ctypes.CDLL:
     lib.cudaStreamEndCapture.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.cudaGraphDestroy.argtypes = [ctypes.c_void_p]
     return lib
+
+
+def _no_wait() -> None:
+    """The waits of a stream on itself: none."""
 
 
 class PaddleStreamDevice:
@@ -61,16 +66,26 @@ class PaddleStreamDevice:
         return self._paddle.device.Stream(f"gpu:{device_id}")  # Paddle creates every new stream non-blocking
 
     def wait_stream(self, waiter: object, waitee: object) -> None:
-        """`waiter` waits for the work queued on `waitee` so far, through one event per waitee stream, created once
-        and re-recorded (Paddle's Stream.wait_stream makes an event per call). A wait reads the event's latest
-        record when it is queued, so a re-record never changes a wait already queued."""
+        self.stream_waiter(waiter, waitee)()
+
+    def stream_waiter(self, waiter: object, waitee: object) -> Callable[[], None]:
+        """A call that makes `waiter` wait for the work queued on `waitee` so far, each time it is made, through one
+        event per waitee stream, created once and re-recorded (Paddle's Stream.wait_stream makes an event per call).
+        A wait reads the event's latest record when it is queued, so a re-record never changes a wait already
+        queued. A stream never waits on itself."""
         key = self.raw_handle(waitee)
-        if self.raw_handle(waiter) != key:
-            event = self._events.get(key)
-            if event is None:
-                event = self._events[key] = self._paddle.device.Event()  # on the current place: the worker's GPU
-            event.record(waitee)
-            waiter.wait_event(event)
+        if self.raw_handle(waiter) == key:
+            return _no_wait
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = self._paddle.device.Event()  # on the current place: the worker's GPU
+        record, wait = event.record, waiter.wait_event
+
+        def wait_for_waitee() -> None:
+            record(waitee)
+            wait(event)
+
+        return wait_for_waitee
 
     def memory_reserved(self, device_id: int) -> int:
         return int(self._paddle.device.cuda.memory_reserved(device_id))

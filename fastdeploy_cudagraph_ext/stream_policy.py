@@ -24,9 +24,9 @@ import logging
 import os
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, ContextManager, Iterator, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class StreamDevice(Protocol):
     def set_current_stream(self, device_id: int, stream: object) -> None: ...
     def new_nonblocking_stream(self, device_id: int) -> object: ...
     def wait_stream(self, waiter: object, waitee: object) -> None: ...
+    def stream_waiter(self, waiter: object, waitee: object) -> Callable[[], None]: ...
     def raw_handle(self, stream: object) -> int: ...
     def is_capturing(self) -> bool: ...
     def is_stream_capturing(self, stream: object) -> bool: ...
@@ -108,6 +109,8 @@ class CaptureStreamPolicy:
         self._streams: dict[int, object] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._open_captures = 0  # capture scopes open on any thread: while 0, a replay skips the per-thread depth
+        self._replay_orders: dict[int, _ReplayOrder] = {}  # device -> the waits of its last replay's caller
 
     def capture_stream(self, device_id: int) -> object:
         stream = self._streams.get(device_id)  # no lock once created: replays read it on every call
@@ -125,6 +128,18 @@ class CaptureStreamPolicy:
 
     def _device_id(self, device_id: int | None) -> int:
         return self.device.current_device() if device_id is None else device_id
+
+    def _replay_order(self, device_id: int, caller: object) -> _ReplayOrder:
+        """The two waits between `caller` and the device's capture stream, built once per caller stream."""
+        capture = self.capture_stream(device_id)
+        order = self._replay_orders[device_id] = _ReplayOrder(
+            caller, self.device.raw_handle(caller), capture, self.device.stream_waiter(capture, caller),
+            self.device.stream_waiter(caller, capture))
+        return order
+
+    def _count_open_capture(self, change: int) -> None:
+        with self._lock:
+            self._open_captures += change
 
     def _depths(self) -> dict[int, int]:
         depths = getattr(self._local, "depths", None)
@@ -208,10 +223,12 @@ class CaptureStreamPolicy:
             lambda: self.device.wait_stream(caller, capture),
         ]
         depths[dev] = 1
+        self._count_open_capture(1)
         try:
             yield capture
         except BaseException:
             depths[dev] = 0
+            self._count_open_capture(-1)
             if not self._abort_capture(capture):
                 restore.pop()  # never join a capture that could not be ended
             try:
@@ -220,6 +237,7 @@ class CaptureStreamPolicy:
                 log.exception("restoring the streams after a failed capture scope")
             raise
         depths[dev] = 0
+        self._count_open_capture(-1)
         _run_all(*restore)
 
     def _eager_extension_scope(self, device_id: int | None = None) -> Iterator[None]:
@@ -247,9 +265,22 @@ class CaptureStreamPolicy:
             elif undo_c10 is not None:
                 undo_c10()
 
-    def replay_scope(self, device_id: int | None = None) -> _ReplayScope:
-        """Order a replay (which runs on the stream it was captured on) by stream waits alone."""
-        return _ReplayScope(self, device_id)
+    def replay_scope(self, device_id: int | None = None) -> ContextManager[object]:
+        """Order a replay (which runs on the stream it was captured on) against the current stream by stream waits
+        alone. Enter it where it is made: the caller's stream is read here. It runs once per piece per decode step,
+        so its host work is the caller's stream and one cached `_ReplayOrder` (no object made per call)."""
+        device = self.device
+        dev = device.current_device() if device_id is None else device_id
+        if self._open_captures:  # a replay inside this thread's capture scope is already on the capture stream
+            depths = getattr(self._local, "depths", None)
+            if depths and depths.get(dev):
+                return nullcontext(self.capture_stream(dev))
+        caller = device.current_stream(dev)
+        order = self._replay_orders.get(dev)
+        # The same stream object, or (a framework that wraps its stream anew per call) the same raw stream.
+        if order is None or (order.caller is not caller and order.caller_raw != device.raw_handle(caller)):
+            order = self._replay_order(dev, caller)
+        return order
 
     # contextmanager applied by assignment, not as a decorator: mutation testing (tools/mutation.sh; mutmut skips
     # decorated functions) then reaches the scopes, the policy's core.
@@ -257,32 +288,24 @@ class CaptureStreamPolicy:
     eager_extension_scope = contextmanager(_eager_extension_scope)
 
 
-class _ReplayScope:
-    """The replay scope as a plain context manager: it runs once per piece per decode step, and a generator-based
-    one costs about a microsecond more. The capture stream waits on the caller's stream; on exit, even if the
-    body raised, the caller's stream waits on the capture stream."""
+class _ReplayOrder:
+    """The replay scope for one caller stream of a device, built once and entered on every replay of that caller:
+    the capture stream waits on the caller's stream; on exit, even if the body raised, the caller's stream waits on
+    the capture stream. It holds no state per entry, so it may be entered by several threads and nested."""
 
-    __slots__ = ("_policy", "_device_id", "_caller", "_capture")
+    __slots__ = ("caller", "caller_raw", "capture", "capture_waits", "caller_waits")
 
-    def __init__(self, policy: CaptureStreamPolicy, device_id: int | None) -> None:
-        self._policy, self._device_id = policy, device_id
+    def __init__(self, caller: object, caller_raw: int, capture: object, capture_waits: Callable[[], None],
+                 caller_waits: Callable[[], None]) -> None:
+        self.caller, self.caller_raw, self.capture = caller, caller_raw, capture
+        self.capture_waits, self.caller_waits = capture_waits, caller_waits
 
     def __enter__(self) -> object:
-        policy = self._policy
-        device = policy.device
-        dev = device.current_device() if self._device_id is None else self._device_id
-        capture = self._capture = policy._streams.get(dev) or policy.capture_stream(dev)
-        depths = getattr(policy._local, "depths", None)
-        if depths and depths.get(dev):  # replay inside a capture scope is already on the capture stream
-            self._caller = None
-            return capture
-        caller = self._caller = device.current_stream(dev)
-        device.wait_stream(capture, caller)
-        return capture
+        self.capture_waits()
+        return self.capture
 
     def __exit__(self, *exc: object) -> None:
-        if self._caller is not None:
-            self._policy.device.wait_stream(self._caller, self._capture)
+        self.caller_waits()
 
 
 _policy: CaptureStreamPolicy | None = None

@@ -50,3 +50,15 @@ def test_a_stream_never_waits_on_itself():
     dev = device()
     dev.wait_stream(Stream(0x10, log), Stream(0x10, log))  # two Paddle wrappers of one stream
     assert log == [] and dev._events == {}
+
+
+def test_a_waiter_built_once_re_records_its_one_event_before_every_wait():
+    Event.made = 0
+    log: list = []
+    dev, compute, capture = device(), Stream(0x10, log), Stream(0x20, log)
+    capture_waits = dev.stream_waiter(capture, compute)
+    for _ in range(3):
+        capture_waits()
+        dev._events[0x10].recorded_on = None  # the next wait must record again (the compute stream's work since)
+    assert Event.made == 1 and log == [("wait", 0x20, 1, 0x10)] * 3
+    assert dev.stream_waiter(compute, Stream(0x10, log))() is None and log == [("wait", 0x20, 1, 0x10)] * 3

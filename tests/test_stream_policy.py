@@ -533,3 +533,41 @@ def test_eager_extension_scope_switches_the_framework_stream_through_the_framewo
     # Under C the framework's own switch (Paddle: clear=false) must come first: it drops the framework's ownership
     # of its first stream, which C's c10 set (clear=true) would delete. Elsewhere the framework stream is untouched.
     assert device.log[:first_c10] == ([("set_stream", "compute")] if moves_framework else [])
+
+
+# ---------------------------------------------------------------- the cached replay order (issue 19, item 4)
+
+
+def test_replay_scope_follows_a_new_caller_stream_and_reuses_the_order_of_an_unchanged_one():
+    device, c10, policy = make()
+    made = []
+    waiter = device.stream_waiter
+    device.stream_waiter = lambda a, b: made.append((a.name, b.name)) or waiter(a, b)
+    for _ in range(3):
+        with policy.replay_scope() as capture:
+            pass
+    assert made == [("capture", "compute"), ("compute", "capture")]  # built once for the compute stream
+    device.current[0] = other = FakeStream("other", blocking=True)
+    with policy.replay_scope() as again:
+        assert again is capture
+    assert device.log[-2:] == [("wait", "capture", "other"), ("wait", "other", "capture")]
+    device.current[0] = FakeStream("other-rewrapped", blocking=True, handle=other.handle)  # a new wrapper, same stream
+    with policy.replay_scope():
+        pass
+    assert device.log[-2:] == [("wait", "capture", "other"), ("wait", "other", "capture")] and len(made) == 4
+
+
+def test_open_capture_scopes_are_counted_back_to_zero_and_a_replay_on_another_thread_still_waits():
+    device, c10, policy = make()
+    with pytest.raises(KeyError):
+        with policy.capture_scope():
+            raise KeyError("capture failed")
+    assert policy._open_captures == 0
+    with policy.capture_scope(), policy.capture_scope():
+        assert policy._open_captures == 1
+        logged = len(device.log)
+        thread = threading.Thread(target=lambda: policy.replay_scope(0).__enter__())
+        thread.start()
+        thread.join()
+        assert device.log[logged:] == [("wait", "capture", "capture")]  # that thread's current stream is the capture
+    assert policy._open_captures == 0

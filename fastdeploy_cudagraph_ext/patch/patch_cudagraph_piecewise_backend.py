@@ -39,17 +39,15 @@ def _log_once(key: str, message: str, *args: object) -> None:
 
 
 def _token_keyed(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
-    """2.2.x-2.4: one entry per padded token count; Dy2St (static) when graph_opt_level > 0."""
-    return _by_tokens(backend, kwargs["forward_meta"].ids_remove_padding)
+    """2.2.x-2.4: one entry per padded token count; Dy2St (static) when graph_opt_level > 0. (Each lookup is one
+    function: it runs on every replay.)"""
+    key = backend.real_shape_to_captured_size[kwargs["forward_meta"].ids_remove_padding.shape[0]]
+    return [backend.concrete_size_entries.get(key)], backend.fd_config.graph_opt_config.graph_opt_level > 0, True
 
 
 def _token_keyed_by_ids(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
     """2.2.0: as 2.2.x, the token count read from the ids_remove_padding keyword itself."""
-    return _by_tokens(backend, kwargs["ids_remove_padding"])
-
-
-def _by_tokens(backend: object, ids: object) -> tuple[list[object], bool, bool]:
-    key = backend.real_shape_to_captured_size[ids.shape[0]]
+    key = backend.real_shape_to_captured_size[kwargs["ids_remove_padding"].shape[0]]
     return [backend.concrete_size_entries.get(key)], backend.fd_config.graph_opt_config.graph_opt_level > 0, True
 
 

@@ -18,7 +18,7 @@ import ctypes
 import glob
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -84,11 +84,18 @@ class TorchFrameworkDevice:
         return new_stream(device_id, CUDA_STREAM_NON_BLOCKING)
 
     def wait_stream(self, waiter: object, waitee: object) -> None:
+        self.stream_waiter(waiter, waitee)()
+
+    def stream_waiter(self, waiter: object, waitee: object) -> Callable[[], None]:
         event = self._events.get(waitee.cuda_stream)
         if event is None:
             event = self._events[waitee.cuda_stream] = torch.cuda.Event()
-        _record(event, waitee)  # torch.cuda.Event.record and Stream.wait_event without their Python layers
-        _wait(event, waiter)
+
+        def wait_for_waitee() -> None:  # torch.cuda.Event.record and Stream.wait_event without their Python layers
+            _record(event, waitee)
+            _wait(event, waiter)
+
+        return wait_for_waitee
 
     def memory_reserved(self, device_id: int) -> int:
         return torch.cuda.memory_reserved(device_id)

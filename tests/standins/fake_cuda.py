@@ -57,6 +57,9 @@ class RecordingDevice:
         if self.capturing is not None and (waitee is self.capturing or waitee in self.joined):
             self.joined.add(waiter)
 
+    def stream_waiter(self, waiter: FakeStream, waitee: FakeStream) -> Callable[[], None]:
+        return lambda: self.wait_stream(waiter, waitee)
+
     def raw_handle(self, stream: FakeStream) -> int:
         return stream.handle
 
