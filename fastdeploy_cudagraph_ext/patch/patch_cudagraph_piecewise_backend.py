@@ -21,6 +21,7 @@ from ..fd_facts import ModuleFacts
 from ..flags import Settings
 from ..metrics import SIZE_NOT_CAPTURED, STATS, UNKNOWN_SIZE
 from ..registry import ANY_VARIANT, NO_FACTS, Choice, Contract, ContractBroken, Patch, Variant
+from .. import stream_policy
 from ..stream_policy import get_policy, installed_policy
 
 MODULE = "fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend"
@@ -140,6 +141,8 @@ def _log_lazy_captures(backend: object, entries: list[object], static: bool, bef
 
 def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[list[object], bool, bool]],
                output: str) -> Callable:
+    replayed = STATS.replayed  # bound once (STATS is never replaced): the replay path runs once per piece per step
+
     @functools.wraps(original)
     def __call__(self: object, **kwargs: object) -> object:
         try:
@@ -155,8 +158,8 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[li
                     STATS.eager(SIZE_NOT_CAPTURED)
                     return original(self, **kwargs)  # FastDeploy runs this size eagerly
                 if entry.captured if static else entry.cuda_graph is not None:
-                    STATS.replayed(entry.real_shape)
-                    with get_policy().replay_scope():
+                    replayed(entry.real_shape)
+                    with (stream_policy._policy or get_policy()).replay_scope():  # no call once the policy is built
                         return original(self, **kwargs)
         elif exact is False and not entries:  # every graph the call may use is captured
             STATS.replayed(UNKNOWN_SIZE)
