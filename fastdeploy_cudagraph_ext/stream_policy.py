@@ -304,7 +304,7 @@ class _ReplayOrder:
         self.capture_waits()
         return self.capture
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         self.caller_waits()
 
 
