@@ -16,7 +16,7 @@ import pytest
 
 import fastdeploy_cudagraph_ext as ext
 from fastdeploy_cudagraph_ext import metrics
-from fastdeploy_cudagraph_ext.metrics import STATS, GraphStats
+from fastdeploy_cudagraph_ext.metrics import STATS, UNKNOWN_SIZE, GraphStats
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [4, 2, 1]
@@ -260,3 +260,13 @@ def test_without_prometheus_client_one_log_line_and_no_files(tmp_path):
     assert lines == ["fastdeploy-cudagraph-ext: metrics off: prometheus_client is not installed (pip install "
                      "prometheus_client, as FastDeploy's own metrics need); the coverage log lines still run"]
     assert list(prom.iterdir()) == []
+
+
+def test_a_replay_of_an_unknown_size_counts_as_a_replay_without_padding():
+    stats = GraphStats(clock=lambda: 0.0)
+    for size in (4, UNKNOWN_SIZE, UNKNOWN_SIZE):
+        stats.begin_step(3)
+        stats.replayed(size)
+    assert stats.replays == {4: 1, UNKNOWN_SIZE: 2} and stats.padded == {4: 1}
+    assert stats.coverage_line().startswith("fastdeploy-cudagraph-ext: coverage: 3/3 decode steps replayed (100.0%), "
+                                            "padding 1/4 graph tokens (25.0%)")
