@@ -199,7 +199,8 @@ def main() -> None:
     # A/A control: the floor measured a second time, as its own variant; its ratio to the floor is the noise band.
     variants["all_captured.unwrapped_in_replay_scope_again"] = in_replay_scope(unwrapped_view(all_captured))
     # The wrapper's own decision: the call's entry, looked up as FastDeploy looks it up (the part it cannot skip).
-    variants["entry_lookup"] = lambda: patch_cudagraph_piecewise_backend._token_keyed(all_captured, step)
+    call_kwargs = {"forward_meta": step}  # the lookup reads the call's keyword arguments, as the wrapper passes them
+    variants["entry_lookup"] = lambda: patch_cudagraph_piecewise_backend._token_keyed(all_captured, call_kwargs)
     wrapped_graph_opt = type("WrappedGraphOpt", (MiniGraphOpt,),
                              patch_graph_opt_backend.build(MiniGraphOpt, "default", Settings()))
     graph_opts = {"unwrapped": MiniGraphOpt(all_captured, fd_config),
