@@ -34,7 +34,7 @@ OUR_NAMES = {
     "__name__": "type(obj).__name__ in log lines",
     "intersection_update": "set method", "values": "dict method", "join": "str method", "startswith": "str method",
     "split": "str method", "lower": "str method", "replace": "str method", "removeprefix": "str method",
-    "update": "dict method", "reverse": "sorted()'s keyword", "bind": "inspect.Signature.bind",
+    "items": "dict method", "reverse": "sorted()'s keyword", "bind": "inspect.Signature.bind",
     "arguments": "inspect.BoundArguments.arguments",
     "engine": "deepep_agreement.exchange.engine, the plugin's own record of this rank's DeepEP engine values",
 }

@@ -8,7 +8,7 @@ import functools
 import logging
 from typing import Callable, Mapping
 
-from .. import deepep_agreement, deepep_protocol, fd_facts, import_hooks
+from .. import deepep_agreement, deepep_protocol
 from ..capture_plan import PlanError
 from ..deepep_graphs import graph_settings_of_fd_config, judge_normal_mode_graphs, line_graphs_of
 from ..fd_config import CONFIG_READS, deployment_settings, is_mixed_expert_parallel, moe_phase, uses_expert_parallel
@@ -22,6 +22,11 @@ from ..stream_policy import get_policy
 MODULE = "fastdeploy.worker.gpu_model_runner"
 EP_MODULE = "fastdeploy.model_executor.layers.moe.ep"
 CONFIG_MODULE = "fastdeploy.config"
+# The markers the runner gate reads (the DeepEP graph rule, the EP group's attribute): chosen with the variant
+# from the facts the registry judged the patch on, so the gate reads no source again.
+GATE_MARKERS = ("GPUModelRunner.capture_model.captures_graphs", "GPUModelRunner.capture_model.prefill_only_branch",
+                "GPUModelRunner.capture_model_prefill_and_mixed.captures_graphs",
+                "EPPrefillRunner.dispatch.num_worst_tokens", "ParallelConfig.expert_parallel_group.attribute")
 DRAFT_CONFIG_ATTRIBUTES = ("fd_config", "cfg")  # MTPProposer's config copy: cfg on 2.2.0, fd_config later
 log = logging.getLogger("fastdeploy_cudagraph_ext")
 
@@ -78,15 +83,6 @@ def _wrap(original: Callable, variant: str, settings: Settings) -> Callable:
     return initialize_forward_meta
 
 
-def _live_markers() -> dict[str, str]:
-    """Markers of the FastDeploy modules this worker imported (the registry imported every patch target)."""
-    loaded, out = import_hooks.loaded_modules(), {}
-    for name in (MODULE, EP_MODULE, CONFIG_MODULE):
-        facts = fd_facts.live_module_facts(loaded[name]) if name in loaded else None
-        out.update(facts.markers if facts is not None else {})
-    return out
-
-
 def _rank_plan_of(fd_config: object, k: int, qp_depth: int | None) -> Callable[[], dict]:
     """The deployment's part of this rank's plan, read when the exchange runs (after the plan installed sizes)."""
     from .. import __version__
@@ -107,7 +103,7 @@ def _rank_plan_of(fd_config: object, k: int, qp_depth: int | None) -> Callable[[
 def gate_runner(fd_config: object, settings: Settings, variant: Variant) -> dict[str, object]:
     """The runner gate, before FastDeploy builds the model: refuse normal-mode DeepEP kernels in graphs; record
     this rank's plan for the cross-rank agreement."""
-    markers = _live_markers()
+    markers = variant.line
     deployment = deployment_settings(fd_config, settings, counted(variant))
     deployment = dataclasses.replace(deployment, deepep=graph_settings_of_fd_config(fd_config, line_graphs_of(markers)))
     verdict = judge_normal_mode_graphs(deployment)
@@ -136,7 +132,9 @@ def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
     """Does FastDeploy write the agreed phase to the draft model's config where it writes the target's (which is
     where the MoE reads it), or must the plugin? Both markers of initialize_forward_meta."""
     markers = facts.get(MODULE, NO_FACTS).markers
-    line = {COUNTED: counted_methods(facts)}  # k as the line counts it, for the cross-rank plan
+    line = {COUNTED: counted_methods(facts),  # k as the line counts it, for the cross-rank plan
+            **{k: v for m in (MODULE, EP_MODULE, CONFIG_MODULE) for k, v in facts.get(m, NO_FACTS).markers.items()
+               if k in GATE_MARKERS}}
     draft = markers.get("GPUModelRunner.initialize_forward_meta.proposer_moe_phase_on")
     target = markers.get("GPUModelRunner.initialize_forward_meta.moe_phase_on")
     if draft is None or target not in ("model_config", "parallel_config"):
