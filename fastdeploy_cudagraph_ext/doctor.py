@@ -78,9 +78,6 @@ class DoctorReport:
         return (f"{self.subject} would refuse: {len(failures)} problems ("
                 + ", ".join(dict.fromkeys(f.check for f in failures)) + "), each in a FAIL line above")
 
-    def exit_code(self) -> int:
-        return 2 if self.failures() else 0  # "refused" in the CLI's exit-code table
-
     def text(self) -> str:
         width = max((len(f.check) for f in self.findings), default=0)
         return "\n".join([f"{f.status.upper():<4}  {f.check:<{width}}  {f.text}" for f in self.findings]

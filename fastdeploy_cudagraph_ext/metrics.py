@@ -79,10 +79,6 @@ def _load_exporter(environ: dict[str, str]) -> _Exporter | None:
     return _Exporter(prometheus_client)
 
 
-def _add(counts: dict, key: object, amount: int = 1) -> None:
-    counts[key] = counts.get(key, 0) + amount
-
-
 class GraphStats:
     """This worker's counts; the hooks in the patches call it, one line each."""
 
