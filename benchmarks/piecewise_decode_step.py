@@ -1,17 +1,21 @@
 """Piecewise decode step where the host sets the pace: what ordering graph replays against the compute stream costs.
 
-A step is L pieces (61: one per DeepSeek-V3 layer); each piece = 2 small eager kernels on the compute stream (an
-attention stand-in) and one graph of K small kernels. Raw CUDA streams, events and graphs through CuPy (Cython
-calls, no Python model of a framework in the timed loop); the policy drives them through the thinnest device it
-accepts (`RawDevice` below). Modes, each as a ratio to `limit` in the same run:
-  limit         graph launched on the compute stream itself: no cross-stream order needed (the lower bound)
-  policy        graph launched on the capture stream inside policy.replay_scope() (two stream waits, one cached
-                event per stream)
-  policy_fresh  the same with a new event per wait (what the policy cost before events were cached)
-  floor         the same launch with two hand-written event waits (cached events): any cross-stream order costs this
-  replay_sync   graph on the capture stream, then a device-wide synchronize (the closed FastDeploy PR #7344)
-  eager         the K kernels launched one by one on the compute stream
-Also: the replay scope's own host time per call (us), entered around nothing.
+A step is L pieces (61: one per DeepSeek-V3 layer); each piece = 2 small eager kernels (an attention stand-in) and
+one graph of K small kernels. This is FastDeploy's static split-graph call: one run_program per forward, whose
+graph pieces Paddle replays on the stream each was captured on while the attention between them runs on the
+current stream (patch_cudagraph_piecewise_backend.py names the sources). Raw CUDA streams, events and graphs
+through CuPy (Cython calls, no Python model of a framework in the timed loop); the policy drives them through the
+thinnest device it accepts (`RawDevice` below: the framework's current stream is CuPy's). Modes, each as a ratio
+to `limit` in the same run:
+  limit             graphs launched on the compute stream itself: no cross-stream order at all (the lower bound)
+  policy            what the plugin does for this call: one capture scope per step, so the attention runs on the
+                    capture stream the pieces replay on (one hop per step, none per piece)
+  policy_per_piece  one replay scope per piece (two stream waits each): what the policy would cost a framework
+                    that called the graph backend once per piece (no FastDeploy line does)
+  floor             two hand-written event waits per piece (cached events): any per-piece cross-stream order
+  replay_sync       graph on the capture stream, then a device-wide synchronize (the closed FastDeploy PR #7344)
+  eager             the K kernels launched one by one on the compute stream
+Also: the host time of the replay scope and of the capture scope, each entered around nothing (us per call).
 
 Usage: PYTHONPATH=. python benchmarks/piecewise_decode_step.py [--pieces 61] [--kernels 1 3 10 30]
 """
@@ -43,21 +47,20 @@ GRID, BLOCK = ((WIDTH + 255) // 256,), (256,)
 
 
 class RawDevice:
-    """The policy's StreamDevice over CuPy streams: the framework's current stream is a per-device variable."""
+    """The policy's StreamDevice over CuPy streams: the framework's current stream is CuPy's current stream, which
+    the eager kernels launch on (as Paddle's ops run on the GPUContext's current stream)."""
 
-    def __init__(self, compute: cupy.cuda.Stream, cache_events: bool = True) -> None:
-        self._current = {0: compute}
+    def __init__(self) -> None:
         self._events: dict[int, cupy.cuda.Event] = {}
-        self._cache_events = cache_events
 
     def current_device(self) -> int:
         return 0
 
     def current_stream(self, device_id: int) -> cupy.cuda.Stream:
-        return self._current[device_id]
+        return cupy.cuda.get_current_stream()
 
     def set_current_stream(self, device_id: int, stream: cupy.cuda.Stream) -> None:
-        self._current[device_id] = stream
+        stream.use()
 
     def new_nonblocking_stream(self, device_id: int) -> cupy.cuda.Stream:
         return cupy.cuda.Stream(non_blocking=True)
@@ -66,12 +69,6 @@ class RawDevice:
         self.stream_waiter(waiter, waitee)()
 
     def stream_waiter(self, waiter: cupy.cuda.Stream, waitee: cupy.cuda.Stream) -> Callable[[], None]:
-        if not self._cache_events:
-            def wait_with_a_new_event() -> None:
-                event = cupy.cuda.Event(disable_timing=True)
-                event.record(waitee)
-                waiter.wait_event(event)
-            return wait_with_a_new_event
         event = self._events.get(waitee.ptr)  # as PaddleStreamDevice.stream_waiter
         if event is None:
             event = self._events[waitee.ptr] = cupy.cuda.Event(disable_timing=True)
@@ -86,7 +83,7 @@ class RawDevice:
         return stream.ptr
 
     def is_capturing(self) -> bool:
-        return self.is_stream_capturing(self._current[0])
+        return self.is_stream_capturing(cupy.cuda.get_current_stream())
 
     def is_stream_capturing(self, stream: cupy.cuda.Stream) -> bool:
         return cupy.cuda.runtime.streamIsCapturing(stream.ptr) != 0
@@ -103,19 +100,17 @@ def kernels(x: cupy.ndarray, count: int) -> None:
 
 def run(pieces: int, k: int) -> dict[str, float]:
     compute = cupy.cuda.Stream(non_blocking=True)
-    policy = CaptureStreamPolicy(RawDevice(compute), C10Status(follows_framework=True))
-    fresh = CaptureStreamPolicy(RawDevice(compute, cache_events=False), C10Status(follows_framework=True))
+    compute.use()  # the framework's current stream: every mode's eager kernels start on it
+    policy = CaptureStreamPolicy(RawDevice(), C10Status(follows_framework=True))
     xs = [cupy.ones(WIDTH, dtype=cupy.float32) for _ in range(pieces)]
     graphs = []
-    with compute:
-        for x in xs:
-            with policy.capture_scope(0) as capture, capture:
-                kernels(x, k)  # warmup
-                capture.begin_capture()
-                kernels(x, k)
-                graphs.append(capture.end_capture())
+    for x in xs:
+        with policy.capture_scope(0) as capture:
+            kernels(x, k)  # warmup
+            capture.begin_capture()
+            kernels(x, k)
+            graphs.append(capture.end_capture())
     capture = policy.capture_stream(0)
-    fresh._streams[0] = capture  # both policies order the same capture stream
     to_capture, to_compute = cupy.cuda.Event(disable_timing=True), cupy.cuda.Event(disable_timing=True)
     device = cupy.cuda.Device()
 
@@ -127,13 +122,17 @@ def run(pieces: int, k: int) -> dict[str, float]:
             attention(x)
             g.launch(compute)
 
-    def with_policy(p: CaptureStreamPolicy) -> Callable[[], None]:
-        def step() -> None:
+    def with_policy() -> None:
+        with policy.capture_scope(0):
             for x, g in zip(xs, graphs):
                 attention(x)
-                with p.replay_scope(0):
-                    g.launch(capture)
-        return step
+                g.launch(capture)
+
+    def with_policy_per_piece() -> None:
+        for x, g in zip(xs, graphs):
+            attention(x)
+            with policy.replay_scope(0):
+                g.launch(capture)
 
     def floor() -> None:
         for x, g in zip(xs, graphs):
@@ -155,35 +154,40 @@ def run(pieces: int, k: int) -> dict[str, float]:
             attention(x)
             kernels(x, k)
 
-    modes = {"limit": limit, "policy": with_policy(policy), "policy_fresh": with_policy(fresh), "floor": floor,
+    modes = {"limit": limit, "policy": with_policy, "policy_per_piece": with_policy_per_piece, "floor": floor,
              "replay_sync": replay_sync, "eager": eager}
     best = {name: float("inf") for name in modes}
-    with compute:  # eager kernels of every mode go to the compute stream
-        for _ in range(REPEATS):  # modes interleaved, so that drift hits all alike
-            for name, step in modes.items():
+    for _ in range(REPEATS):  # modes interleaved, so that drift hits all alike
+        for name, step in modes.items():
+            step()
+            device.synchronize()
+            start = time.perf_counter()
+            for _ in range(STEPS):
                 step()
-                device.synchronize()
-                start = time.perf_counter()
-                for _ in range(STEPS):
-                    step()
-                device.synchronize()
-                best[name] = min(best[name], (time.perf_counter() - start) / STEPS * 1e3)
+            device.synchronize()
+            best[name] = min(best[name], (time.perf_counter() - start) / STEPS * 1e3)
+    assert cupy.cuda.get_current_stream().ptr == compute.ptr, "a scope left the framework's stream switched"
     return best
 
 
-def replay_scope_us(calls: int = 20000) -> float:
-    """Host time of the replay scope entered around nothing (best of REPEATS), us per call."""
+def scope_us(calls: int = 20000) -> dict[str, float]:
+    """Host time of the replay scope and of the capture scope, each entered around nothing (best of REPEATS), us
+    per call."""
     compute = cupy.cuda.Stream(non_blocking=True)
-    policy = CaptureStreamPolicy(RawDevice(compute), C10Status(follows_framework=True))
-    device, best = cupy.cuda.Device(), float("inf")
-    for _ in range(REPEATS):
-        device.synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            with policy.replay_scope(0):
-                pass
-        best = min(best, (time.perf_counter() - start) / calls * 1e6)
-        device.synchronize()
+    compute.use()
+    policy = CaptureStreamPolicy(RawDevice(), C10Status(follows_framework=True))
+    device = cupy.cuda.Device()
+    best = {}
+    for name, scope in (("replay_scope", policy.replay_scope), ("capture_scope", policy.capture_scope)):
+        best[name] = float("inf")
+        for _ in range(REPEATS):
+            device.synchronize()
+            start = time.perf_counter()
+            for _ in range(calls):
+                with scope(0):
+                    pass
+            best[name] = min(best[name], (time.perf_counter() - start) / calls * 1e6)
+            device.synchronize()
     return best
 
 
@@ -198,14 +202,14 @@ def main() -> None:
         ms = run(args.pieces, k)
         ratios = {name: round(value / ms["limit"], 3) for name, value in ms.items() if name != "limit"}
         results.append({"K": k, "ms_per_step": {n: round(v, 3) for n, v in ms.items()}, "over_limit": ratios})
-    scope = round(replay_scope_us(), 3)
-    print(json.dumps({"card": card, "L": args.pieces, "results": results, "replay_scope_alone_us": scope}))
+    scopes = {name: round(us, 3) for name, us in scope_us().items()}
+    print(json.dumps({"card": card, "L": args.pieces, "results": results, "scope_alone_us": scopes}))
     print(f"{card}, L={args.pieces}: ms per step and / limit")
     for r in results:
         ms, over = r["ms_per_step"], r["over_limit"]
         print(f"  K={r['K']:>3}: limit {ms['limit']:.3f} ms | " + " | ".join(
             f"{name} {ms[name]:.3f} ({over[name]:.3f}x)" for name in over))
-    print(f"  replay scope alone: {scope:.2f} us per call")
+    print(f"  alone, per call: replay scope {scopes['replay_scope']:.2f} us, capture scope {scopes['capture_scope']:.2f} us")
 
 
 if __name__ == "__main__":

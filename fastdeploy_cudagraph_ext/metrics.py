@@ -95,6 +95,9 @@ class GraphStats:
         self.cleans = 0
         self.step_tokens = 0  # real tokens of the forward in progress
         self.served = True  # the forward in progress reached the piecewise backend
+        # The captured size the forward in progress replayed (UNKNOWN_SIZE where the device picks it), or None: set
+        # by the graph backend's wrapper (one attribute store on the replay path), counted when the step ends.
+        self.replayed_size: object = None
         self.paused = False  # inside capture_model: its dummy forwards are not serving steps
         self._exported: dict[str, dict] = {}  # what the exporter already holds, per counter
         self._window = (0, 0, 0, {})  # replays, graph tokens, padded tokens, eager reasons at the last coverage line
@@ -113,6 +116,17 @@ class GraphStats:
     def begin_step(self, tokens: int) -> None:
         self.step_tokens = tokens
         self.served = False
+        self.replayed_size = None
+
+    def end_step(self, eager_reason: Callable[[], str]) -> None:
+        """The forward begun by begin_step has returned: one replay of its size, else (when the graph backend did
+        not count it) one eager step, its reason asked only then."""
+        size = self.replayed_size
+        if size is not None:
+            self.replayed_size = None
+            self.replayed(size)
+        elif not self.served:
+            self.eager(eager_reason())
 
     def replayed(self, size: object) -> None:
         self.served = True

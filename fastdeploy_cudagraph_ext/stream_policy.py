@@ -16,7 +16,9 @@ delete a stream the framework still owns; the framework's own switch drops that 
 raises with a capture still open, that capture is ended and discarded before anything waits on
 the capture stream (waiting on a capturing stream would join its capture), and the body's
 exception propagates. Replay scope: only the two stream waits; no lock, no c10 work, no
-device-wide synchronize.
+device-wide synchronize. It suits a call whose only GPU work is graph launches; a call that also runs ops of its
+own on the current stream while its graphs replay on the capture stream (a static split-graph program) replays
+in the capture scope instead, so that both land on one stream.
 """
 from __future__ import annotations
 

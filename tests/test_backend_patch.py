@@ -171,6 +171,23 @@ def test_a_capture_that_raises_leaves_its_entry_uncaptured_and_the_next_call_cap
     assert graph is not None and graph.stream.name == "capture"
 
 
+def test_a_static_replay_runs_the_programs_own_ops_on_the_stream_its_graph_pieces_replay_on(fd_era, runtime):
+    """Paddle replays a static program's graph pieces on the capture stream and runs its blacklisted ops (split
+    mode's attention) on the current stream: under the replay scope alone they would race."""
+    ext.activate()
+    model = ToyModel(runtime)
+    backend = make_backend(fd_era, model, graph_opt_level=1)
+    step(backend, 4)  # warmups and capture, in the capture scope
+    runtime.device.log.clear()
+    step(backend, 4)
+    log = runtime.device.log
+    ran_on = [e[-1] for e in log if e[0] == "replay" or e[:2] == ("eager", "split_attention")]
+    assert ran_on == ["capture", "capture", "capture"]  # piece, attention, piece: one stream
+    assert log[0] == ("wait", "capture", "compute") and log[-1] == ("wait", "compute", "capture")  # one hop per call
+    assert runtime.device.current_stream(0) is runtime.device.compute and runtime.c10.stream().name == "legacy"
+    assert len(model.calls) == 3  # two warmups and the capture: replays run no Python model code
+
+
 @pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
 def test_static_capture_that_raises_is_not_replayed(fd_era, runtime):
     ext.activate()
@@ -234,9 +251,9 @@ def test_eager_entries_run_without_any_scope(fd_era, runtime):
 # ---- develop with speculative decoding: the running-request count may live on the device -------------------
 
 
-def speculative_backend(runtime, real_bsz_to_captured_size):
+def speculative_backend(runtime, real_bsz_to_captured_size, graph_opt_level=0):
     """The stand-in develop backend with 2.5+'s speculative fields (it keys by tokens, which match here)."""
-    backend = make_backend("develop", ToyModel(runtime))
+    backend = make_backend("develop", ToyModel(runtime), graph_opt_level)
     backend.speculative_decoding = True
     backend.real_bsz_to_captured_size = real_bsz_to_captured_size
     backend.real_shape_to_captured_size_prefill = {}
@@ -278,3 +295,15 @@ def test_unknown_running_requests_replay_once_every_reachable_graph_is_captured(
     runtime.device.log.clear()
     spec_step(backend, 4, real_bsz=0)
     assert ("capture_begin", "capture") in runtime.device.log
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_unknown_running_requests_on_the_static_path_replay_in_one_stream(fd_era, runtime):
+    ext.activate()
+    backend = speculative_backend(runtime, {1: 2, 2: 4}, graph_opt_level=1)
+    spec_step(backend, 4, real_bsz=0)
+    spec_step(backend, 2, real_bsz=0)  # every reachable graph captured: the next call cannot tell which it uses
+    runtime.device.log.clear()
+    spec_step(backend, 4, real_bsz=0)
+    ran_on = [e[-1] for e in runtime.device.log if e[0] == "replay" or e[:2] == ("eager", "split_attention")]
+    assert ran_on == ["capture", "capture", "capture"] and not runtime.device.is_capturing()

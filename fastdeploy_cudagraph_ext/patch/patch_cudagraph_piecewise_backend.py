@@ -4,7 +4,15 @@ Each call is classified before FastDeploy's body runs, from the inputs FastDeplo
 call's entry (read from the real sources: 2.2-2.4 key entries by `real_shape_to_captured_size[tokens]`;
 2.5/2.6/develop by `(padded shape, is_static_prefill)`, the shape taken from `real_bsz_to_captured_size` under
 speculative decoding, from `forward_meta.real_bsz` in 2.6/develop):
-* its entry is captured: the replay scope alone (two stream waits);
+* its entry is captured, dynamic path (`entry.cuda_graph.replay()`, the call's only GPU work): the replay scope
+  alone (two stream waits);
+* its entry is captured, static (Dy2St) path: the capture scope, as at capture. The forward is one run_program
+  call (FastDeploy refuses SOT graph breaks, graph_optimization_backend.py at e53f5184), whose graph pieces
+  Paddle replays on the stream each was captured on (phi CUDAGraph::Replay launches on the stream stored at
+  BeginCapture, paddle/phi/backends/gpu/cuda/cuda_graph.cc at 2c3ba4b2) while its other ops run on the current
+  stream (split mode: the attention ops FastDeploy puts on FLAGS_cuda_graph_blacklist, append_attn_backend.py at
+  e53f5184, left between the pieces by cuda_graph_extract_pass.cc at cc9bebb1). So the current stream must be the
+  capture stream, or pieces and attention race. One hop per call, none per piece;
 * it will warm up or capture: the capture scope and the DeepEP capture audit; an aborted capture is undone;
 * its entry does not use graphs: FastDeploy's call as is.
 """
@@ -141,7 +149,7 @@ def _log_lazy_captures(backend: object, entries: list[object], static: bool, bef
 
 def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[list[object], bool, bool]],
                output: str) -> Callable:
-    replayed = STATS.replayed  # bound once (STATS is never replaced): the replay path runs once per piece per step
+    stats = STATS  # never replaced: the replay path only notes the size, the step's wrapper counts it
 
     @functools.wraps(original)
     def __call__(self: object, **kwargs: object) -> object:
@@ -158,12 +166,14 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[li
                     STATS.eager(SIZE_NOT_CAPTURED)
                     return original(self, **kwargs)  # FastDeploy runs this size eagerly
                 if entry.captured if static else entry.cuda_graph is not None:
-                    replayed(entry.real_shape)
-                    with (stream_policy._policy or get_policy()).replay_scope():  # no call once the policy is built
+                    stats.replayed_size = entry.real_shape
+                    policy = stream_policy._policy or get_policy()  # no call once the policy is built
+                    with policy.capture_scope() if static else policy.replay_scope():
                         return original(self, **kwargs)
         elif exact is False and not entries:  # every graph the call may use is captured
-            STATS.replayed(UNKNOWN_SIZE)
-            with get_policy().replay_scope():
+            stats.replayed_size = UNKNOWN_SIZE
+            policy = get_policy()
+            with policy.capture_scope() if static else policy.replay_scope():
                 return original(self, **kwargs)
         if exact is False:
             _log_once("inexact", "fastdeploy-cudagraph-ext: %s cannot tell which graph a call uses without reading "
@@ -288,7 +298,9 @@ PATCH = Patch(
         "(dedicated non-blocking stream per device, waits on the caller's stream, c10 moved in step and read back, "
         "everything restored on exit, an aborted capture ended and undone); a call whose entry is captured runs in "
         "the replay scope alone (capture stream waits on the compute stream, compute stream waits on the replay; no "
-        "device synchronize). clear_graph drops the cached 'every reachable graph captured' answer."
+        "device synchronize), except a static (Dy2St) call, which replays in the capture scope as it captured: its "
+        "graph pieces replay on the capture stream and its other ops (split mode's attention) must run there too. "
+        "clear_graph drops the cached 'every reachable graph captured' answer."
     ),
     related_pr="FastDeploy PR #7344 (closed unmerged): same goal, but synchronized the device after every replay, "
     "hard-coded c10 offsets and leaked is_decode into the model forward.",

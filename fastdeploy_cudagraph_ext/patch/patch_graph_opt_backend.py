@@ -5,7 +5,8 @@ FastDeploy decides there whether a forward reaches the graph backend (read from 
 more tokens than the largest captured size (2.2.0: `max_captre_batch`, 2.2.x-2.4: `max_captre_size` or
 `cudagraph_switch_threshold`, 2.5 on: `max_captre_size`) -> eager). The thresholds differ per line, so the
 reason is read after FastDeploy's call, only for a forward that did not reach the graph backend (whose wrapper
-counts replays and its own eager runs): graphs off, a prefill in the batch, or over the largest size.
+notes the size it replayed, counted here once the step ends, and counts its own eager runs): graphs off, a prefill
+in the batch, or over the largest size.
 """
 from __future__ import annotations
 
@@ -42,8 +43,7 @@ def _wrap_call(original: Callable) -> Callable:
             return original(self, **kwargs)
         STATS.begin_step(tokens)
         result = original(self, **kwargs)
-        if not STATS.served:
-            STATS.eager(eager_reason(self, meta))
+        STATS.end_step(lambda: eager_reason(self, meta))
         return result
 
     return __call__
@@ -71,9 +71,10 @@ PATCH = Patch(
         "missed their graphs, nor why."
     ),
     how=(
-        "Wraps __call__: notes the forward's real token count (the graph backend's wrapper reads it for padding), "
-        "runs FastDeploy's call unchanged, and when the forward did not reach the graph backend counts one eager "
-        "decode step with its reason (graphs off, prefill or mixed batch, over the largest size) in metrics.py."
+        "Wraps __call__: notes the forward's real token count, runs FastDeploy's call unchanged, then counts the "
+        "step in metrics.py: one replay of the size the graph backend's wrapper noted (with its padding), or, when "
+        "the forward did not reach the graph backend, one eager decode step with its reason (graphs off, prefill "
+        "or mixed batch, over the largest size)."
     ),
     related_pr="None upstream: FastDeploy's GraphOptBackend keeps only debug counters (_debug_count_cudagraph_replay, "
     "develop) and logs them at debug level.",

@@ -138,11 +138,32 @@ class BackendCommon:
         return entry.output_buffers[0] if len(entry.output_buffers) == 1 else entry.output_buffers
 
     def _static(self, entry, **kwargs):
+        """Paddle's run_program under FastDeploy's Dy2St manager in split mode, as Paddle runs it:
+        cuda_graph_extract_pass (paddle/fluid/pir/transforms/cuda_graph_extract_pass.cc at cc9bebb1) cuts the
+        program into graph pieces around the ops on FLAGS_cuda_graph_blacklist (FastDeploy's attention,
+        append_attn_backend.py at e53f5184); each piece is captured on the current stream, and
+        phi CUDAGraph::Replay (paddle/phi/backends/gpu/cuda/cuda_graph.cc at 2c3ba4b2) replays it on that stored
+        stream, while the blacklisted op runs on the current stream of each call. Here the model's kernels are the
+        first piece, "split_attention" the blacklisted op, "after_attention" the second piece."""
         self.static_calls.append(sorted(kwargs))
+        device = Runtime.device
         if not entry.captured:
             self._warmup(entry, **kwargs)
+            first, second = FakeGraph(device), FakeGraph(device)
+            first.capture_begin()
+            entry.static_output = entry.runnable(**kwargs)
+            first.capture_end()
+            device.launch(device.current_stream(0), lambda: None, "split_attention")
+            second.capture_begin()
+            device.launch(device.current_stream(0), lambda: None, "after_attention")
+            second.capture_end()
+            entry.static_pieces = (first, second)
             entry.captured = True
-        return entry.runnable(**kwargs)
+        first, second = entry.static_pieces
+        first.replay()
+        device.launch(device.current_stream(0), lambda: None, "split_attention")
+        second.replay()
+        return entry.static_output
 
 
 
