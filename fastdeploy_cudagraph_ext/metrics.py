@@ -118,15 +118,15 @@ class GraphStats:
         self.served = False
         self.replayed_size = None
 
-    def end_step(self, eager_reason: Callable[[], str]) -> None:
+    def end_step(self, eager_reason: Callable[[object, object], str], backend: object, meta: object) -> None:
         """The forward begun by begin_step has returned: one replay of its size, else (when the graph backend did
-        not count it) one eager step, its reason asked only then."""
+        not count it) one eager step, its reason, eager_reason(backend, meta), asked only then."""
         size = self.replayed_size
         if size is not None:
             self.replayed_size = None
             self.replayed(size)
         elif not self.served:
-            self.eager(eager_reason())
+            self.eager(eager_reason(backend, meta))
 
     def replayed(self, size: object) -> None:
         self.served = True

@@ -90,6 +90,26 @@ def test_each_decode_step_is_counted_once_with_its_size_padding_or_eager_reason(
         "top eager reason: over_largest_size (2 steps)")
 
 
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_a_step_whose_graph_the_device_picks_counts_as_one_replay_of_unknown_size(fd_era, runtime):
+    """2.5 under MTP without real_bsz: FastDeploy counts the running requests on the device."""
+    ext.activate()
+    backend = graph_backend(fd_era, runtime)
+    backend.fd_config.speculative_config = SimpleNamespace(method="mtp")
+    backend.fd_config.graph_opt_config.real_bsz_to_captured_size = {1: 2, 2: 4}  # k=1
+    backend.fd_config.graph_opt_config.real_shape_to_captured_size_prefill = {}
+
+    def spec_forward(tokens):
+        meta = SimpleNamespace(ids_remove_padding=paddle.zeros([tokens]), exist_prefill=False, real_bsz=0,
+                               step_use_cudagraph=True, seq_lens_this_time=paddle.full([tokens // 2], 2, "int32"))
+        return backend(forward_meta=meta)
+
+    metrics.reports_capture(lambda b: [spec_forward(4), spec_forward(2)])(backend)  # every reachable graph captured
+    spec_forward(4)
+    spec_forward(2)
+    assert STATS.replays == {UNKNOWN_SIZE: 2} and STATS.padded == {} and STATS.eager_steps == {}
+
+
 def test_graphs_off_counts_every_step_as_graphs_off(fd_era, runtime):
     ext.activate()
     backend = graph_backend(fd_era, runtime, use_cudagraph=False)

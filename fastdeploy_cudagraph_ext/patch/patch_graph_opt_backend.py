@@ -43,7 +43,7 @@ def _wrap_call(original: Callable) -> Callable:
             return original(self, **kwargs)
         STATS.begin_step(tokens)
         result = original(self, **kwargs)
-        STATS.end_step(lambda: eager_reason(self, meta))
+        STATS.end_step(eager_reason, self, meta)
         return result
 
     return __call__
