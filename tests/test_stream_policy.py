@@ -571,3 +571,23 @@ def test_open_capture_scopes_are_counted_back_to_zero_and_a_replay_on_another_th
         thread.join()
         assert device.log[logged:] == [("wait", "capture", "capture")]  # that thread's current stream is the capture
     assert policy._open_captures == 0
+
+
+def test_an_unchanged_caller_stream_object_reuses_its_order_without_asking_for_the_raw_handle():
+    device, c10, policy = make()
+    with policy.replay_scope():
+        pass
+    asked = []
+    raw_handle = device.raw_handle
+    device.raw_handle = lambda stream: asked.append(stream.name) or raw_handle(stream)
+    with policy.replay_scope():
+        pass
+    assert asked == []  # the same stream object: the cached order, no lookup of the raw stream per replay
+
+
+def test_memory_reserved_reads_the_current_device_or_is_zero_where_the_device_cannot_say():
+    device, c10, policy = make()
+    assert policy.memory_reserved() == 0  # the recording device has no allocator to ask
+    device.current_device = lambda: 3
+    device.memory_reserved = lambda device_id: {3: 5 << 20}[device_id]
+    assert policy.memory_reserved() == 5 << 20
