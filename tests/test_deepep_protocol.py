@@ -292,3 +292,43 @@ def test_ep_runner_clean_outside_the_moe_forward_is_fastdeploys(fd_era, runtime)
     worker = MixedEPWorker(fd_era)
     worker.moe.ep_decoder_runner.clean_low_latency_buffer()  # e.g. FastDeploy's own buffer management
     assert worker.buffer.collective.barriers == [2]
+
+
+# ---- the error's layer name and the normal-mode allowance (mutation survivors of 2026-12-05) -------------------
+
+
+class FusedMoE:
+    def __init__(self, layer_idx=None):
+        if layer_idx is not None:
+            self.layer_idx = layer_idx
+
+
+def test_a_normal_mode_error_names_the_innermost_moe_layer_and_then_the_outer_one_again():
+    from fastdeploy_cudagraph_ext import deepep_protocol as protocol
+
+    def error_text():
+        with pytest.raises(protocol.DeepEPProtocolError) as caught:
+            protocol.check_normal_mode_call("dispatch", 0)
+        return str(caught.value)
+
+    assert error_text().startswith("outside any MoE layer:")
+    with protocol.moe_forward(FusedMoE(3)):
+        with protocol.moe_forward(FusedMoE()):
+            assert error_text().startswith("FusedMoE: ")  # no layer_idx: the class alone
+        assert error_text().startswith("MoE layer 3 (FusedMoE): ")
+    assert error_text().startswith("outside any MoE layer:")
+
+
+def test_the_allowed_normal_mode_capture_needs_a_worst_case_token_count_and_resets_with_the_protocol():
+    from fastdeploy_cudagraph_ext import deepep_protocol as protocol
+
+    protocol.normal_mode_captures.allowed = True
+    try:
+        protocol.check_normal_mode_call("dispatch", 1)  # the smallest worst-case count is allowed
+        with pytest.raises(protocol.DeepEPProtocolError):
+            protocol.check_normal_mode_call("dispatch", 0)
+    finally:
+        protocol.reset_protocol()
+    assert protocol.normal_mode_captures.allowed is False
+    with pytest.raises(protocol.DeepEPProtocolError):
+        protocol.check_normal_mode_call("dispatch", 1)
