@@ -844,3 +844,62 @@ class DeepEPEngine:
     assert report.verdict is Verdict.REFUSED
     assert report.detail == ("marker DeepEPEngine.low_latency_dispatch.returns_hook_last is 'no' on this line; the "
                              "patch relies on 'yes'")
+
+
+# ---- a class's members through its bases (mutation survivors of 2026-12-05) -----------------------------------
+
+
+HIERARCHY = {
+    "fd.a": """
+import pkg.mod
+class Base:
+    x = 1
+    def m(self): pass
+class Mid(Base):
+    y = 2
+class Other:
+    z = 3
+class Child(Mid, pkg.mod.Other):
+    def c(self): self.w = 1
+class Extra:
+    e = 1
+class Left(Extra, Base):
+    pass
+class Right(Base):
+    pass
+class Diamond(Left, Right):
+    pass
+class Shared:
+    a_only = 1
+""",
+    "fd.b": """
+class Shared:
+    b_only = 1
+class Near(Shared):
+    pass
+""",
+}
+
+
+def test_class_members_walk_every_base_once_by_its_last_dotted_name():
+    from fastdeploy_cudagraph_ext.registry import _class_members
+
+    facts = {name: module_facts(source) for name, source in HIERARCHY.items()}
+    modules = ("fd.missing", "fd.a", "fd.b")
+    assert _class_members(facts, modules, "Child") == {"c", "w", "y", "x", "m", "z"}
+    assert _class_members(facts, modules, "Diamond") == {"e", "x", "m"}  # Base reached twice, Extra still walked
+    assert _class_members(facts, modules, "Near") == {"b_only"}  # a base is looked up in its own module first
+    assert _class_members(facts, modules, "Nowhere") is None
+
+
+def test_a_marker_value_the_patch_does_not_accept_is_reported_with_the_values_it_relies_on():
+    facts = {MOE: module_facts("class MoEMethodBase:\n    def apply(self): pass\n"
+                               "class CudaGraphPiecewiseBackend:\n    def __call__(self, **kwargs): pass\n")}
+    contract = Contract("MoEMethodBase", wraps=("apply",),
+                        markers={"CudaGraphPiecewiseBackend.own_capture_stream": ("yes", ""),  # here: "no"
+                                 "MoEMethodBase.apply.not_a_marker": ("yes",)})  # absent on every line
+    report = judge(dataclasses.replace(APPLY, contract=contract), facts)
+    assert report.verdict is Verdict.REFUSED
+    assert report.detail == ("marker CudaGraphPiecewiseBackend.own_capture_stream is 'no' on this line; the patch "
+                             "relies on 'yes' or 'absent'; marker MoEMethodBase.apply.not_a_marker is 'absent' on "
+                             "this line; the patch relies on 'yes'")
