@@ -66,6 +66,7 @@ def test_a_size_problem_is_fixed_by_replacing_or_removing_that_size_alone(sizes,
     verdicts, general = judge_sizes(inputs)
     bad = [v for v in verdicts if v.size is None]
     assert general == [] and len(bad) == 1 and bad[0].status == status and bad[0].problem
+    assert bad[0].requested in sizes
     assert list(bad[0].fixes) == fixes
     for fix in fixes:
         fixed = applied(inputs, fix)
@@ -94,6 +95,11 @@ def test_internode_below_1024_tokens_may_still_raise_the_cap():
     assert fixes == ({"max_num_seqs": 128}, {"max_dispatch_tokens_per_rank": 200, "nvshmem_qp_depth": 402})
 
 
+def test_internode_at_exactly_1024_tokens_may_still_raise_the_cap():
+    inputs = PlanInputs(max_num_seqs=1024, expert_parallel=True, internode=True, max_dispatch_tokens_per_rank=128)
+    assert {"max_dispatch_tokens_per_rank": 1024, "nvshmem_qp_depth": 2050} in judge_sizes(inputs)[1][0].fixes
+
+
 def test_a_cap_no_setting_can_satisfy_says_so():
     inputs = PlanInputs(max_num_seqs=200, num_speculative_tokens=5, expert_parallel=True, internode=True,
                         max_dispatch_tokens_per_rank=5, nvshmem_qp_depth=1 << 20)
@@ -115,3 +121,5 @@ def test_coverage_skips_a_graph_too_small_for_one_request_and_reports_exact_padd
                                                 padding_max=0.5)
     assert (cov.ranges[1].first, cov.ranges[1].last, cov.ranges[1].graph) == (3, 4, 8)
     assert (cov.ranges[1].padding_min, cov.ranges[1].padding_max) == (0.0, 0.25)
+    capped = coverage([6], max_num_seqs=2, num_speculative_tokens=1).ranges[0]  # 2 requests fill 4 of 6 tokens
+    assert (capped.padding_min, capped.padding_max) == (2 / 6, 4 / 6)
