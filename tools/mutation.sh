@@ -15,6 +15,8 @@
 #   deepep_protocol  LowLatencyBufferProtocol.__init__: phase None -> "" (both differ from "decode")
 #   capture_plan     _nearest_multiples: 0 < s -> 1 < s (s is 0 or a multiple of k+1 >= 2)
 #                    default_ladder: s*t <= max -> s*t < max (max itself is added right after)
+#                    judge_sizes: decode_tokens > cap -> >= cap for over_cap (at equality every size that is not
+#                    over max_num_seqs*(k+1) is at most the cap, so none is marked over it)
 #   activation       _ensure_visible_logging: StreamHandler(sys.stderr) -> StreamHandler(None) (its default is stderr)
 #   stream_policy    torch_api_extensions_may_launch: default "0" -> "XX0XX" (neither is a true value)
 #                    _capture_scope, _eager_extension_scope: the no-op undo `lambda: None` -> `lambda: 0` (its
@@ -24,6 +26,9 @@
 #                    _class_methods: base.rsplit(".", 1)[-1] -> rsplit(".") / rsplit(".", 2) (the same last part)
 #                    _live_methods: getattr_static(cls, name, None) -> no default (dir() names are found statically)
 #                    _names: p != "*" -> p != "XX*XX" (a bare "*" gives the empty name, which no contract uses)
+#                    _class_members: the seen-set mutants (id(None), add(None)) only walk a class again (bases are
+#                    acyclic; members are a set); rsplit(".", 2)/rsplit(".") give the same last part
+#                    _spelling: rsplit/split variants on "Class.attr" names (one dot: the same last part)
 #   c10_bridge       _parse_reports, _run_children: decode("utf-8") -> "UTF-8" (codec names ignore case)
 #                    _run_children: the 1-second floor of a late child's timeout -> 2 seconds (a tuning value:
 #                    no test pins it without racing the child)
