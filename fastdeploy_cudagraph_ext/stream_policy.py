@@ -269,8 +269,8 @@ class CaptureStreamPolicy:
 
     def replay_scope(self, device_id: int | None = None) -> ContextManager[object]:
         """Order a replay (which runs on the stream it was captured on) against the current stream by stream waits
-        alone. Enter it where it is made: the caller's stream is read here. It runs once per piece per decode step,
-        so its host work is the caller's stream and one cached `_ReplayOrder` (no object made per call)."""
+        alone. Enter it where it is made: the caller's stream is read here. It runs on every replayed forward, so its
+        host work is the caller's stream and one cached `_ReplayOrder` (no object made per call)."""
         device = self.device
         dev = device.current_device() if device_id is None else device_id
         if self._open_captures:  # a replay inside this thread's capture scope is already on the capture stream

@@ -149,8 +149,6 @@ def _log_lazy_captures(backend: object, entries: list[object], static: bool, bef
 
 def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[list[object], bool, bool]],
                output: str) -> Callable:
-    stats = STATS  # never replaced: the replay path only notes the size, the step's wrapper counts it
-
     @functools.wraps(original)
     def __call__(self: object, **kwargs: object) -> object:
         try:
@@ -159,6 +157,7 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[li
             _log_once("unsure", "fastdeploy-cudagraph-ext: %s: could not compute the call's graph entry (%r); "
                       "running it in the capture scope (correct, slower)", type(self).__name__, error)
             entries, static, exact = list(getattr(self, "concrete_size_entries", {}).values()), False, None
+        replayed = None  # the captured size this call replays, if it replays
         if exact:  # the serving path: one known entry, no generator, no helper calls
             entry = entries[0]
             if entry is not None:
@@ -166,13 +165,12 @@ def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[li
                     STATS.eager(SIZE_NOT_CAPTURED)
                     return original(self, **kwargs)  # FastDeploy runs this size eagerly
                 if entry.captured if static else entry.cuda_graph is not None:
-                    stats.replayed_size = entry.real_shape
-                    policy = stream_policy._policy or get_policy()  # no call once the policy is built
-                    with policy.capture_scope() if static else policy.replay_scope():
-                        return original(self, **kwargs)
+                    replayed = entry.real_shape
         elif exact is False and not entries:  # every graph the call may use is captured
-            stats.replayed_size = UNKNOWN_SIZE
-            policy = get_policy()
+            replayed = UNKNOWN_SIZE
+        if replayed is not None:
+            STATS.replayed_size = replayed  # the step's wrapper (decode_step_metrics) counts it
+            policy = stream_policy._policy or get_policy()  # no call once the policy is built
             with policy.capture_scope() if static else policy.replay_scope():
                 return original(self, **kwargs)
         if exact is False:
