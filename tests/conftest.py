@@ -75,6 +75,19 @@ def runtime():
     install_policy(previous)
 
 
+@pytest.fixture
+def no_cuda():
+    """A non-CUDA Paddle process: the CPU paddlepaddle wheel (as an XPU build) and no stream policy installed."""
+    import paddle
+
+    from fastdeploy_cudagraph_ext.stream_policy import install_policy
+
+    assert not paddle.is_compiled_with_cuda()
+    previous = install_policy(None)
+    yield
+    install_policy(previous)
+
+
 @pytest.fixture(autouse=True)
 def _no_plugin_env(monkeypatch):
     for name in list(os.environ):

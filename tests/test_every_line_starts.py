@@ -140,17 +140,6 @@ def test_a_method_the_line_does_not_scale_for_is_planned_without_k(era, runtime)
                                                                  reverse=True)
 
 
-@pytest.fixture
-def no_cuda():
-    """A non-CUDA Paddle process (the CPU paddlepaddle wheel, as an XPU build): no stream policy installed."""
-    from fastdeploy_cudagraph_ext.stream_policy import install_policy
-
-    assert not paddle.is_compiled_with_cuda()
-    previous = install_policy(None)
-    yield
-    install_policy(previous)
-
-
 class XPUModel:
     def __init__(self, runtime):
         self.runtime, self.out = runtime, paddle.zeros([4])

@@ -611,19 +611,6 @@ def test_the_stop_message_names_every_needed_refused_group(fd_era, monkeypatch, 
         "the plugin.")
 
 
-@pytest.fixture
-def no_cuda():
-    """A non-CUDA Paddle process: the CPU paddlepaddle wheel (as an XPU build) and no stream policy installed."""
-    import paddle
-
-    from fastdeploy_cudagraph_ext.stream_policy import install_policy
-
-    assert not paddle.is_compiled_with_cuda()
-    previous = install_policy(None)
-    yield
-    install_policy(previous)
-
-
 def test_facts_of_a_module_not_imported_yet_come_from_the_installed_source(fd_era):
     """A module a patch reads facts from may not be imported yet when the patch is judged."""
     import sys
