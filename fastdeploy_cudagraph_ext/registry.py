@@ -253,7 +253,7 @@ def _declared_names(patch: Patch, variant: str, facts: Mapping[str, ModuleFacts]
         else:
             owner, params = c.cls, methods.get(method)
         if params is None:
-            problems.append(f"{owner}.{name or method} is missing")
+            problems.append(f"{owner}.{name} is missing")
             continue
         absent = []
         for options in used:
@@ -263,7 +263,7 @@ def _declared_names(patch: Patch, variant: str, facts: Mapping[str, ModuleFacts]
             elif "|" in options:
                 line[key] = spelled
         if absent:
-            problems.append(f"{owner}.{name or method}({', '.join(params)}) lacks {', '.join(absent)}")
+            problems.append(f"{owner}.{name}({', '.join(params)}) lacks {', '.join(absent)}")
     for options in (*c.names.get(ANY_VARIANT, ()), *c.names.get(variant, ())):
         members: dict[str, set[str] | None] = {}
 
@@ -507,13 +507,13 @@ class Registry:
 
     def _not_needed_in_this_process(self) -> dict[str, str]:
         """Revert the applied patches whose runtime check gives a reason (e.g. no CUDA); {group: reason} of the
-        groups whose every member has one."""
+        groups whose every member has one (each distinct reason once)."""
         reasons = {p.name: why for p in self.patches.values() if p.runtime is not None and (why := p.runtime())}
         for name in [n for n in self._applied if n in reasons]:
             self.revert(name)
             self._record(PatchReport(name, Verdict.NOT_NEEDED, reasons[name]))
         groups = {p.group for p in self.patches.values()}
-        return {g: "; ".join(reasons[p.name] for p in self.group_members(g)) for g in groups
+        return {g: "; ".join(dict.fromkeys(reasons[p.name] for p in self.group_members(g))) for g in groups
                 if all(p.name in reasons for p in self.group_members(g))}
 
     def _resolve_pending(self, runner_cls: str) -> None:

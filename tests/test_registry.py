@@ -369,8 +369,8 @@ def test_a_synchronize_around_capture_is_not_a_conflict():
 
 # -- the pieces, each with its exact behaviour (mutation testing, issue 11) ------------------------------------
 def _patch(name="p", group="deepep_mixed", module="m", contract=Contract("C", wraps=("f",)), **overrides):
-    fields = {f: f"{f} text" for f in METADATA} | overrides
-    return Patch(name=name, group=group, module=module, contract=contract, build=lambda *a: {}, **fields)
+    fields = {"build": lambda *a: {}} | {f: f"{f} text" for f in METADATA} | overrides
+    return Patch(name=name, group=group, module=module, contract=contract, **fields)
 
 
 def test_a_patch_that_changes_nothing_cannot_be_declared():
@@ -890,3 +890,96 @@ def test_a_marker_value_the_patch_does_not_accept_is_reported_with_the_values_it
     assert report.detail == ("marker CudaGraphPiecewiseBackend.own_capture_stream is 'no' on this line; the patch "
                              "relies on 'yes' or 'absent'; marker MoEMethodBase.apply.not_a_marker is 'absent' on "
                              "this line; the patch relies on 'yes'")
+
+
+# ---- the registry's open survivors of 2026-12-05, each test checked against its hand-applied mutant ---------------
+
+
+def test_a_used_method_of_another_class_that_is_gone_is_named_once():
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",),
+                                                         uses={"Router.route": ("x",), "MoEMethodBase.apply": ("y",)}))
+    assert judge(patch, moe_facts("self, x")) == PatchReport(
+        APPLY.name, Verdict.REFUSED, "Router.route is missing; MoEMethodBase.apply(self, x) lacks y")
+
+
+SUBCLASS = {MOE: module_facts("from elsewhere import Base\nclass MoEMethodBase(Base):\n    def apply(self): pass\n"
+                              "class Router:\n    def route(self): pass\n")}
+
+
+class _Inherited:  # the live class's base lives in a module no fact covers (as paddle.nn.Layer does)
+    def forward(self):
+        pass
+
+
+class _LiveMoE(_Inherited):
+    def apply(self):
+        pass
+
+
+def test_a_name_the_live_patched_class_inherits_from_an_unread_module_is_present():
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",),
+                                                         names={"*": ("MoEMethodBase.forward",)}))
+    assert judge(patch, SUBCLASS, _LiveMoE).verdict is Verdict.APPLIED
+    assert judge(patch, SUBCLASS).detail == "MoEMethodBase.forward is missing (read or written by the patch)"
+
+
+def test_the_live_patched_class_lends_its_methods_to_no_other_class():
+    patch = dataclasses.replace(APPLY, contract=Contract("MoEMethodBase", wraps=("apply",),
+                                                         names={"*": ("Router.forward",)}))
+    assert judge(patch, SUBCLASS, _LiveMoE) == PatchReport(
+        APPLY.name, Verdict.REFUSED, "Router.forward is missing (read or written by the patch)")
+
+
+def test_without_an_installed_fastdeploy_a_module_not_imported_has_no_facts(monkeypatch):
+    from fastdeploy_cudagraph_ext import fd_facts
+    from fastdeploy_cudagraph_ext.registry import _module_facts
+
+    monkeypatch.setattr(fd_facts, "installed_root", lambda: None)
+    assert _module_facts("fastdeploy.config", None) is None
+
+
+def test_the_module_being_loaded_is_judged_from_its_own_file_not_the_installed_tree(fd_era, tmp_path):
+    """A module that runs from another file than the installed tree's (a shadowing checkout on sys.path) is judged by
+    what runs: the facts of the loaded module's file."""
+    source = tmp_path / "fdcg_test_shadow.py"
+    source.write_text("class C:\n    def f(self, x):\n        self.state = x\n", encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("fdcg_test_shadow", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    patch = _patch(module="fdcg_test_shadow", group="capture_stream",
+                   contract=Contract("C", wraps=("f",), names={"*": ("C.state",)}),
+                   build=lambda cls, variant, settings: {"f": cls.f})
+    reg = Registry([patch], NEEDS, RUNNERS)
+    assert reg.apply_to_module(patch, module).verdict is Verdict.APPLIED
+    reg.revert_all()
+
+
+def test_only_patches_with_a_runner_hook_are_called_when_the_runner_is_built(fd_era):
+    from fd_configs import make_fd_config
+
+    runner = importlib.import_module(RUNNER)
+    gpu = dataclasses.replace(CAPTURE, on_runner_init=lambda fd_config, settings, variant: {"planned": 1})
+    hookless = _patch("hookless", group="mtp_sizing", module=RUNNER,
+                      contract=Contract("GPUModelRunner", adds=("_fdcg_test_added",)),
+                      build=lambda cls, variant, settings: {"_fdcg_test_added": 1})
+    reg = Registry([gpu, hookless], NEEDS, RUNNERS)
+    for patch in (gpu, hookless):
+        assert reg.apply_to_module(patch, runner).verdict is Verdict.APPLIED
+    assert reg.runner_built("GPUModelRunner", make_fd_config(k=1)) == {"planned": 1}
+    reg.revert_all()
+
+
+def test_a_group_not_needed_in_this_process_names_each_distinct_reason_once(fd_era, caplog):
+    import types
+
+    from fd_configs import make_fd_config
+
+    module = types.ModuleType("fdcg_test_empty")  # its class is gone: the group is refused
+    members = [_patch(name, group="capture_stream", module=module.__name__, runtime=lambda why=why: why)
+               for name, why in (("a", "no CUDA"), ("b", "no CUDA"), ("c", "no graphs here"))]
+    reg = Registry(members, NEEDS, RUNNERS)
+    reg.apply_to_module(members[0], module)
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        assert reg.runner_built("GPUModelRunner", make_fd_config(k=1)) == {}  # needed, but not in this process
+    assert ("fastdeploy-cudagraph-ext: group capture_stream: refused (a: fdcg_test_empty:C not found in this FastDeploy); "
+            "not needed for this deployment: no CUDA; no graphs here") in [r.getMessage() for r in caplog.records]
