@@ -10,15 +10,15 @@ is the bottleneck), for a backend whose sizes are all captured and for one with 
                 uncaptured (for reference)
   unwrapped_in_replay_scope  FastDeploy's call inside policy.replay_scope(): the floor, since the two waits are the
                 wrapper's whole job on a replay
-  graph_opt.*   FastDeploy's GraphOptBackend decision (modelled as develop's) over the wrapped backend, with and
+  graph_opt.*   FastDeploy's GraphOptBackend decision (2.3's) over the wrapped backend, with and
                 without the plugin's decode_step_metrics wrapper: that wrapper's own cost per decode step
 The metrics are on (metrics.py exporting to a temporary PROMETHEUS_MULTIPROC_DIR, as in a FastDeploy worker).
 Done when wrapped / unwrapped_in_replay_scope is ~1.0 for both backends, within the A/A control's noise (the floor
 measured twice): the wrapper adds the two waits and the entry lookup FastDeploy itself makes, nothing else. Both
 sides are called as instances, as the runner calls the backend. Streams are modelled as in tests/gpu (framework
-stream apart from c10, c10 moved by the ctypes bridge); the backend is our own minimal model of FastDeploy 2.3's
-CudaGraphPiecewiseBackend (entries keyed by padded token count, warmups + capture on first use), written from the
-facts in fastdeploy-surface.md.
+stream apart from c10, c10 moved by the ctypes bridge); the backends are our own minimal model of FastDeploy 2.3's
+GraphOptBackend and CudaGraphPiecewiseBackend at 0df488c7 (tests/gpu/fd23_graph_path.py: entries keyed by padded
+token count, warmups + capture on first use), shared with the GPU metrics test's worker.
 
 Usage: PYTHONPATH=. python benchmarks/serving_replay_overhead.py [calls]   (default 20000)
 """
@@ -30,9 +30,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -41,70 +39,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "gpu")]  # the package and the torch model of Paddle's streams
 
 from fastdeploy_cudagraph_ext.c10_bridge import c10_status  # noqa: E402
-from fastdeploy_cudagraph_ext.flags import Settings  # noqa: E402
 from fastdeploy_cudagraph_ext.metrics import STATS  # noqa: E402
-from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend, patch_graph_opt_backend  # noqa: E402
-from fastdeploy_cudagraph_ext.registry import Variant  # noqa: E402
+from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend  # noqa: E402
 from fastdeploy_cudagraph_ext.stream_policy import CaptureStreamPolicy, install_policy  # noqa: E402
-from torch_device import FrameworkGraph, TorchFrameworkDevice, libc10_cuda_path  # noqa: E402
+from fd23_graph_path import (  # noqa: E402
+    DEVICE, SIZES, GraphOptBackend, PiecewiseBackend, fd_config, forward_meta, patched_classes)
+from torch_device import libc10_cuda_path  # noqa: E402
 
 REPEATS = 7
-SIZES = [4, 2, 1]
-
-
-@dataclass
-class Entry:
-    real_shape: int
-    use_cudagraph: bool = True
-    captured: bool = False
-    cuda_graph: FrameworkGraph | None = None
-    output_buffers: list = field(default_factory=list)
-
-
-class MiniBackend:
-    """FastDeploy 2.3's backend reduced to what a decode step touches: entry by padded token count, replay."""
-
-    fw: TorchFrameworkDevice  # set by main()
-
-    def __init__(self, fd_config: object, runnable: Callable) -> None:
-        self.fd_config = fd_config
-        self.runnable = runnable
-        self.real_shape_to_captured_size = fd_config.graph_opt_config.real_shape_to_captured_size
-        self.concrete_size_entries = {size: Entry(size) for size in SIZES}
-
-    def __call__(self, **kwargs: object) -> torch.Tensor:
-        tokens = kwargs["forward_meta"].ids_remove_padding.shape[0]
-        entry = self.concrete_size_entries[self.real_shape_to_captured_size[tokens]]
-        if entry.cuda_graph is None:
-            for _ in range(2):
-                self.runnable(**kwargs)
-            graph = FrameworkGraph(self.fw)
-            with graph.capture():
-                out = self.runnable(**kwargs)
-            entry.cuda_graph, entry.output_buffers = graph, [out]
-        entry.cuda_graph.replay()
-        return entry.output_buffers[0]
-
-    def clear_graph(self) -> None:
-        self.concrete_size_entries = {size: Entry(size) for size in SIZES}
-
-
-class MiniGraphOpt:
-    """FastDeploy develop's GraphOptBackend reduced to its decode decision: graphs on, decode, fits -> the backend."""
-
-    def __init__(self, backend: MiniBackend, fd_config: object) -> None:
-        self.backend = backend
-        self.fd_config = fd_config
-        self.max_captre_size = SIZES[0]
-
-    def __call__(self, **kwargs: object) -> object:
-        if not self.fd_config.graph_opt_config.use_cudagraph:
-            return self.backend.runnable(**kwargs)
-        meta = kwargs["forward_meta"]
-        real_shape = meta.ids_remove_padding.shape[0]
-        if not meta.step_use_cudagraph or meta.exist_prefill or real_shape > self.max_captre_size:
-            return self.backend.runnable(**kwargs)
-        return self.backend(**kwargs)
 
 
 CHUNK = 50  # calls between device drains: the launch queue never fills, so the timer sees host time only
@@ -136,14 +78,13 @@ def main() -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fdcg-bench-prom-"))
     STATS.start(os.environ)  # the metrics on, as in a FastDeploy worker (needs prometheus_client)
     dev = torch.cuda.current_device()
-    fw = MiniBackend.fw = TorchFrameworkDevice()
+    fw = DEVICE
     status = c10_status(libc10_cuda_path(), framework="torch")
     if status.bridge is None:
         raise SystemExit(f"c10 bridge unavailable: {status.problem}")
     policy = CaptureStreamPolicy(fw, status, extensions_may_launch=lambda: True)
     install_policy(policy)
-    variant = Variant("token_keyed", {"output_buffers": "output_buffers"})  # a 2.2.x-2.4 line's spelling
-    wrapped_class = type("WrappedBackend", (MiniBackend,), patch_cudagraph_piecewise_backend.build(MiniBackend, variant, Settings()))
+    wrapped_class, wrapped_graph_opt = patched_classes()
 
     x = torch.ones(1024, device="cuda")
 
@@ -151,24 +92,18 @@ def main() -> None:
         with fw.framework_ops(dev):
             return x * 2.0
 
-    fd_config = SimpleNamespace(graph_opt_config=SimpleNamespace(
-        graph_opt_level=0, real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, use_cudagraph=True))
-
-    def meta(tokens: int) -> SimpleNamespace:
-        return SimpleNamespace(ids_remove_padding=torch.empty(tokens, device="cuda"), exist_prefill=False,
-                               step_use_cudagraph=True)
-
-    all_captured, one_never = wrapped_class(fd_config, runnable), wrapped_class(fd_config, runnable)
+    config = fd_config()
+    all_captured, one_never = wrapped_class(config, runnable), wrapped_class(config, runnable)
 
     def capture_model() -> None:  # named as FastDeploy's runner method: these captures are not lazy ones
         for size in SIZES:
-            all_captured(forward_meta=meta(size))
+            all_captured(forward_meta=forward_meta(size))
         for size in SIZES[:-1]:  # size 1 never occurs while serving: never captured
-            one_never(forward_meta=meta(size))
+            one_never(forward_meta=forward_meta(size))
         torch.cuda.synchronize()
 
     capture_model()
-    step = meta(3)  # padded to the captured size 4
+    step = forward_meta(3)  # padded to the captured size 4
 
     def empty_scope(scope: Callable) -> Callable[[], None]:
         def call() -> None:
@@ -176,14 +111,14 @@ def main() -> None:
                 pass
         return call
 
-    def unwrapped_view(backend: MiniBackend) -> MiniBackend:
+    def unwrapped_view(backend: PiecewiseBackend) -> PiecewiseBackend:
         """FastDeploy's class over the wrapped backend's state: called as the runner calls it (an instance call),
         so both sides pay the same call path and differ only by the wrapper."""
-        view = MiniBackend.__new__(MiniBackend)
+        view = PiecewiseBackend.__new__(PiecewiseBackend)
         view.__dict__ = backend.__dict__
         return view
 
-    def in_replay_scope(plain: MiniBackend) -> Callable[[], object]:
+    def in_replay_scope(plain: PiecewiseBackend) -> Callable[[], object]:
         def call() -> object:
             with policy.replay_scope():
                 return plain(forward_meta=step)
@@ -201,11 +136,9 @@ def main() -> None:
     # The wrapper's own decision: the call's entry, looked up as FastDeploy looks it up (the part it cannot skip).
     call_kwargs = {"forward_meta": step}  # the lookup reads the call's keyword arguments, as the wrapper passes them
     variants["entry_lookup"] = lambda: patch_cudagraph_piecewise_backend._token_keyed(all_captured, call_kwargs)
-    wrapped_graph_opt = type("WrappedGraphOpt", (MiniGraphOpt,),
-                             patch_graph_opt_backend.build(MiniGraphOpt, "default", Settings()))
-    graph_opts = {"unwrapped": MiniGraphOpt(all_captured, fd_config),
-                  "wrapped": wrapped_graph_opt(all_captured, fd_config)}
+    graph_opts = {"unwrapped": GraphOptBackend(runnable, config), "wrapped": wrapped_graph_opt(runnable, config)}
     for name, graph_opt in graph_opts.items():
+        graph_opt.cudagraph_piecewise_backend = all_captured  # both over the same captured backend
         variants[f"graph_opt.{name}"] = lambda g=graph_opt: g(forward_meta=step)
     variants["replay_scope"] = empty_scope(policy.replay_scope)
     variants["capture_scope"] = empty_scope(policy.capture_scope)
