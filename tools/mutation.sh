@@ -29,6 +29,9 @@
 #                    _class_members: the seen-set mutants (id(None), add(None)) only walk a class again (bases are
 #                    acyclic; members are a set); rsplit(".", 2)/rsplit(".") give the same last part
 #                    _spelling: rsplit/split variants on "Class.attr" names (one dot: the same last part)
+#                    _declared_names: dotted.partition(".") -> rpartition (every declared name is "Class.attr")
+#                    _module_facts: read_text(encoding="utf-8") -> "UTF-8" (codec names ignore case) or None (the
+#                    locale's encoding, UTF-8 where these tests run)
 #   c10_bridge       _parse_reports, _run_children: decode("utf-8") -> "UTF-8" (codec names ignore case)
 #                    _run_children: the 1-second floor of a late child's timeout -> 2 seconds (a tuning value:
 #                    no test pins it without racing the child)
