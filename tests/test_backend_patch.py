@@ -248,6 +248,15 @@ def test_eager_entries_run_without_any_scope(fd_era, runtime):
     assert [e[0] for e in runtime.device.log] == ["eager", "eager"]  # attention + extension, no waits
 
 
+def test_a_size_without_an_entry_reaches_fastdeploys_own_check(fd_era, runtime):
+    """FastDeploy asserts that a padded size has an entry; the plugin neither masks that nor fails first."""
+    ext.activate()
+    backend = make_backend(fd_era, ToyModel(runtime))
+    backend.real_shape_to_captured_size[3] = 8  # a size no entry was made for
+    with pytest.raises(AssertionError):
+        step(backend, 3)
+
+
 # ---- develop with speculative decoding: the running-request count may live on the device -------------------
 
 
@@ -307,3 +316,26 @@ def test_unknown_running_requests_on_the_static_path_replay_in_one_stream(fd_era
     spec_step(backend, 4, real_bsz=0)
     ran_on = [e[-1] for e in runtime.device.log if e[0] == "replay" or e[:2] == ("eager", "split_attention")]
     assert ran_on == ["capture", "capture", "capture"] and not runtime.device.is_capturing()
+
+
+def test_a_call_whose_entry_cannot_be_computed_runs_in_the_capture_scope_logged_once(fd_era, runtime, caplog,
+                                                                                      monkeypatch):
+    """A line that moved a name the lookup reads: every call is treated as one that may capture (correct, slower)."""
+    from fastdeploy_cudagraph_ext.patch import patch_cudagraph_piecewise_backend as patch
+
+    def moved(backend, kwargs):
+        raise AttributeError("real_shape_to_captured_size")
+
+    monkeypatch.setattr(patch, "_logged", set())
+    for variant in list(patch.LOOKUPS):
+        monkeypatch.setitem(patch.LOOKUPS, variant, moved)
+    ext.activate()
+    model = ToyModel(runtime)
+    backend = make_backend(fd_era, model)
+    with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"):
+        step(backend, 4)  # warmups and capture
+        runtime.device.log.clear()
+        step(backend, 4)  # a replay, still in the capture scope
+    assert caplog.text.count("could not compute the call's graph entry") == 1
+    assert ("set_stream", "capture") in runtime.device.log
+    assert "extension" in _entry(backend, fd_era).cuda_graph.kernel_names()  # captured with c10 in step

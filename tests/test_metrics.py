@@ -39,8 +39,8 @@ class Model:
         return self.out
 
 
-def graph_backend(era, runtime, use_cudagraph=True):
-    graph = SimpleNamespace(cudagraph_capture_sizes=SIZES, cudagraph_num_of_warmups=2, graph_opt_level=0,
+def graph_backend(era, runtime, use_cudagraph=True, graph_opt_level=0):
+    graph = SimpleNamespace(cudagraph_capture_sizes=SIZES, cudagraph_num_of_warmups=2, graph_opt_level=graph_opt_level,
                             real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, full_cuda_graph=True,
                             cudagraph_capture_sizes_prefill=[], max_capture_shape_prefill=0,
                             use_cudagraph=use_cudagraph)
@@ -157,6 +157,17 @@ def test_capture_cost_records_seconds_and_memory_per_size_summed_over_backends(c
     assert line.endswith(f"): sizes [8], {seconds:.2f} s, 4.0 MiB; c10 bridged; groups capture_stream applies, "
                          "mtp_sizing not needed")
     assert caplog.messages == [line]
+
+
+def test_a_static_decode_step_counts_as_a_replay_of_its_size_not_as_a_capture(fd_era, runtime):
+    """A Dy2St entry is captured when `captured` is set (its graphs live in the program, cuda_graph stays None)."""
+    ext.activate()
+    backend = graph_backend(fd_era, runtime, graph_opt_level=1)
+    metrics.reports_capture(capture_model)(backend)
+    captures = dict(STATS.captures)
+    forward(backend, 3)
+    assert STATS.replays == {4: 1} and STATS.padded == {4: 1} and STATS.eager_steps == {}
+    assert STATS.captures == captures
 
 
 def test_the_coverage_line_and_the_flush_run_at_their_intervals(caplog):

@@ -47,21 +47,27 @@ def _log_once(key: str, message: str, *args: object) -> None:
         log.warning(message, *args)
 
 
-def _token_keyed(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
-    """2.2.x-2.4: one entry per padded token count; Dy2St (static) when graph_opt_level > 0. (Each lookup is one
-    function: it runs on every replay.)"""
+# A lookup returns (entry, static, candidates). Where the call's own entry can be told: (that entry, or None where
+# the line has none for it; static; None). Where the device picks it (2.5 under MTP): (None; static; the entries it
+# may pick that are not all known captured, empty once every one is). Each lookup is one function without helper
+# calls: it runs on every replay.
+Lookup = tuple[object | None, bool, list[object] | None]
+
+
+def _token_keyed(backend: object, kwargs: dict) -> Lookup:
+    """2.2.x-2.4: one entry per padded token count; Dy2St (static) when graph_opt_level > 0."""
     key = backend.real_shape_to_captured_size[kwargs["forward_meta"].ids_remove_padding.shape[0]]
-    return [backend.concrete_size_entries.get(key)], backend.fd_config.graph_opt_config.graph_opt_level > 0, True
+    return backend.concrete_size_entries.get(key), backend.fd_config.graph_opt_config.graph_opt_level > 0, None
 
 
-def _token_keyed_by_ids(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
+def _token_keyed_by_ids(backend: object, kwargs: dict) -> Lookup:
     """2.2.0: as 2.2.x, the token count read from the ids_remove_padding keyword itself."""
     key = backend.real_shape_to_captured_size[kwargs["ids_remove_padding"].shape[0]]
-    return [backend.concrete_size_entries.get(key)], backend.fd_config.graph_opt_config.graph_opt_level > 0, True
+    return backend.concrete_size_entries.get(key), backend.fd_config.graph_opt_config.graph_opt_level > 0, None
 
 
-def _shape_and_mode_keyed(backend: object, kwargs: dict) -> tuple[list[object], bool, bool]:
-    """2.5/2.6/develop: entries keyed (padded shape, is_static_prefill). Returns (entries, static, exact)."""
+def _shape_and_mode_keyed(backend: object, kwargs: dict) -> Lookup:
+    """2.5/2.6/develop: entries keyed (padded shape, is_static_prefill)."""
     meta = kwargs["forward_meta"]
     exist_prefill = meta.exist_prefill
     static_prefill = bool(exist_prefill and not backend.full_cuda_graph and backend.dy2st)
@@ -76,16 +82,16 @@ def _shape_and_mode_keyed(backend: object, kwargs: dict) -> tuple[list[object], 
                 cached = {}
                 setattr(backend, REACHABLE_CAPTURED, cached)
             if cached.get(static_prefill):
-                return [], static, False
+                return None, static, []
             entries = [backend.concrete_size_entries.get((padding[s], static_prefill)) for s in set(bsz_map.values())]
             if all(e is not None and _is_captured(e, static) for e in entries):
                 cached[static_prefill] = True  # until clear_graph: entries only ever become captured
-                return [], static, False
-            return entries, static, False
+                return None, static, []
+            return None, static, entries
         shape = bsz_map[running]
     else:
         shape = meta.ids_remove_padding.shape[0]
-    return [backend.concrete_size_entries.get((padding[shape], static_prefill))], static, True
+    return backend.concrete_size_entries.get((padding[shape], static_prefill)), static, None
 
 
 def _is_captured(entry: object, static: bool) -> bool:
@@ -147,36 +153,41 @@ def _log_lazy_captures(backend: object, entries: list[object], static: bool, bef
                         "size at startup (cudagraph_capture_sizes)", type(backend).__name__, entry.real_shape)
 
 
-def _wrap_call(original: Callable, entries_of: Callable[[object, dict], tuple[list[object], bool, bool]],
-               output: str) -> Callable:
+def _wrap_call(original: Callable, lookup: Callable[[object, dict], Lookup], output: str) -> Callable:
     @functools.wraps(original)
     def __call__(self: object, **kwargs: object) -> object:
         try:
-            entries, static, exact = entries_of(self, kwargs)
+            entry, static, candidates = lookup(self, kwargs)
         except (AttributeError, KeyError, IndexError, TypeError) as error:
             _log_once("unsure", "fastdeploy-cudagraph-ext: %s: could not compute the call's graph entry (%r); "
                       "running it in the capture scope (correct, slower)", type(self).__name__, error)
-            entries, static, exact = list(getattr(self, "concrete_size_entries", {}).values()), False, None
-        replayed = None  # the captured size this call replays, if it replays
-        if exact:  # the serving path: one known entry, no generator, no helper calls
-            entry = entries[0]
-            if entry is not None:
-                if not entry.use_cudagraph:
-                    STATS.eager(SIZE_NOT_CAPTURED)
-                    return original(self, **kwargs)  # FastDeploy runs this size eagerly
-                if entry.captured if static else entry.cuda_graph is not None:
-                    replayed = entry.real_shape
-        elif exact is False and not entries:  # every graph the call may use is captured
-            replayed = UNKNOWN_SIZE
-        if replayed is not None:
-            STATS.replayed_size = replayed  # the step's wrapper (decode_step_metrics) counts it
-            policy = stream_policy._policy or get_policy()  # no call once the policy is built
-            with policy.capture_scope() if static else policy.replay_scope():
-                return original(self, **kwargs)
-        if exact is False:
+            return _capture_call(self, kwargs, list(getattr(self, "concrete_size_entries", {}).values()), False)
+        if candidates is None:  # the serving path: the call's own entry
+            if entry is None or not entry.use_cudagraph or not (entry.captured if static else
+                                                                entry.cuda_graph is not None):
+                return _call_unreplayed(self, kwargs, entry, static)
+            replayed = entry.real_shape
+        elif candidates:
             _log_once("inexact", "fastdeploy-cudagraph-ext: %s cannot tell which graph a call uses without reading "
                       "the device, and not every graph it may use is captured: such calls run in the capture scope "
                       "(correct, slower)", type(self).__name__)
+            return _capture_call(self, kwargs, candidates, static)
+        else:  # every graph the call may use is captured
+            replayed = UNKNOWN_SIZE
+        STATS.replayed_size = replayed  # the step's wrapper (decode_step_metrics) counts it
+        policy = stream_policy._policy or get_policy()  # no call once the policy is built
+        with policy.capture_scope() if static else policy.replay_scope():
+            return original(self, **kwargs)
+
+    def _call_unreplayed(self: object, kwargs: dict, entry: object, static: bool) -> object:
+        """The call's own entry does not replay: FastDeploy runs it eagerly, or it warms up or captures."""
+        if entry is not None and not entry.use_cudagraph:
+            STATS.eager(SIZE_NOT_CAPTURED)
+            return original(self, **kwargs)  # FastDeploy runs this size eagerly
+        return _capture_call(self, kwargs, [entry], static)
+
+    def _capture_call(self: object, kwargs: dict, entries: list[object], static: bool) -> object:
+        """A call that may warm up or capture one of `entries`: FastDeploy's body in the capture scope, audited."""
         before = [e is not None and _is_captured(e, static) for e in entries]
         with STATS.capture_cost(get_policy().memory_reserved) as captured, get_policy().capture_scope(), \
                 _undo_aborted_capture(self, entries, output), deepep_protocol.capture_audit(type(self).__name__):
@@ -252,12 +263,12 @@ def choose(facts: Mapping[str, ModuleFacts]) -> Choice:
                          f"capture")
 
 
-ENTRIES_OF = {"token_keyed_by_ids": _token_keyed_by_ids, "token_keyed": _token_keyed,
-              "shape_and_mode_keyed": _shape_and_mode_keyed}
+LOOKUPS = {"token_keyed_by_ids": _token_keyed_by_ids, "token_keyed": _token_keyed,
+           "shape_and_mode_keyed": _shape_and_mode_keyed}
 
 
 def build(cls: type, variant: Variant, settings: Settings) -> dict[str, object]:
-    return {"__call__": _wrap_call(cls.__call__, ENTRIES_OF[variant], variant.line["output_buffers"]),
+    return {"__call__": _wrap_call(cls.__call__, LOOKUPS[variant], variant.line["output_buffers"]),
             "clear_graph": _wrap_clear_graph(cls.clear_graph)}
 
 
