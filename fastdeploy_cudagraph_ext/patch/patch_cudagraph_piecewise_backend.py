@@ -47,10 +47,10 @@ def _log_once(key: str, message: str, *args: object) -> None:
         log.warning(message, *args)
 
 
-# A lookup returns (entry, static, candidates). Where the call's own entry can be told: (that entry, or None where
-# the line has none for it; static; None). Where the device picks it (2.5 under MTP): (None; static; the entries it
-# may pick that are not all known captured, empty once every one is). Each lookup is one function without helper
-# calls: it runs on every replay.
+# A lookup returns (entry, static, candidates). Where the call's own entry can be told: (that entry, None where the
+# line has no entry for it; static; None). Where the device picks it (2.5 under MTP): (None; static; the entries it
+# may pick, or [] once every one of them is captured). Each lookup is one function without helper calls: it runs on
+# every replay.
 Lookup = tuple[object | None, bool, list[object] | None]
 
 
