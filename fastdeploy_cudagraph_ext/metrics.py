@@ -94,7 +94,7 @@ class GraphStats:
         self.captures: dict[object, tuple[float, int]] = {}  # size -> (seconds, bytes)
         self.cleans = 0
         self.step_tokens = 0  # real tokens of the forward in progress
-        self.served = True  # the forward in progress reached the piecewise backend
+        self.served = True  # the graph backend counted the forward in progress itself (an eager entry, a capture)
         # The captured size the forward in progress replayed (UNKNOWN_SIZE where the device picks it), or None: set
         # by the graph backend's wrapper (one attribute store on the replay path), counted when the step ends.
         self.replayed_size: object = None
@@ -129,7 +129,6 @@ class GraphStats:
             self.eager(eager_reason(backend, meta))
 
     def replayed(self, size: object) -> None:
-        self.served = True
         if not self.paused:  # one dict increment per replay; replays and padding are summed from it when read
             key = size, self.step_tokens
             counts = self.replayed_at
@@ -161,6 +160,12 @@ class GraphStats:
             if size != UNKNOWN_SIZE:
                 padded[size] = padded.get(size, 0) + (size - tokens) * count
         return padded
+
+    @property
+    def graph_tokens(self) -> dict[object, int]:
+        """Tokens the replayed graphs were captured for (captured size per replay), per size (none for
+        UNKNOWN_SIZE)."""
+        return {s: int(s) * n for s, n in self.replays.items() if s != UNKNOWN_SIZE}
 
     def capturing(self) -> None:
         self.served = True  # a warmup or capture forward: counted by capture_cost, not as a step
@@ -212,9 +217,8 @@ class GraphStats:
 
     def coverage_line(self) -> str:
         """Share of the decode steps since the last line that replayed, their padding, the top eager reason."""
-        by_size = self.replays
-        replays = sum(by_size.values())
-        graph_tokens = sum(int(s) * n for s, n in by_size.items() if s != UNKNOWN_SIZE)
+        replays = sum(self.replays.values())
+        graph_tokens = sum(self.graph_tokens.values())
         padded = sum(self.padded.values())
         last_replays, last_tokens, last_padded, last_eager = self._window
         self._window = (replays, graph_tokens, padded, dict(self.eager_steps))
@@ -241,11 +245,9 @@ class GraphStats:
         exporter = self.exporter
         if exporter is None:
             return
-        replays = self.replays
-        graph_tokens = {s: int(s) * n for s, n in replays.items() if s != UNKNOWN_SIZE}
         for name, counts, counter, label in (
-            ("replays", replays, exporter.replays, "size"),
-            ("graph_tokens", graph_tokens, exporter.graph_tokens, "size"),
+            ("replays", self.replays, exporter.replays, "size"),
+            ("graph_tokens", self.graph_tokens, exporter.graph_tokens, "size"),
             ("padded", self.padded, exporter.padded_tokens, "size"),
             ("eager", self.eager_steps, exporter.eager, "reason"),
             ("cleans", {None: self.cleans}, exporter.cleans, None),
@@ -288,17 +290,9 @@ def reports_capture(capture_model: Callable) -> Callable:
 
 def _verdicts() -> tuple[str, dict[str, str]]:
     from . import activation  # the registry's verdicts, read after they are settled; nothing flows back
-    from .registry import group_verdict
     from .stream_policy import installed_policy
 
     registry = activation.registry()
-    groups: dict[str, str] = {}
-    if registry is not None:
-        members: dict[str, list] = {}
-        for patch in registry.patches.values():
-            if patch.name in registry.reports:
-                members.setdefault(patch.group, []).append(registry.reports[patch.name])
-        groups = {group: group_verdict(group, reports).verdict for group, reports in members.items()}
-        groups.update({group: "refused" for group in registry.refused})
+    groups = {v.group: v.verdict for v in registry.group_verdicts()} if registry is not None else {}
     policy = installed_policy()  # none: nothing was captured through the plugin
     return (c10_verdict(policy.c10) if policy is not None else "not probed"), groups

@@ -24,7 +24,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
-from typing import Callable, ContextManager, Mapping
+from typing import Callable, ContextManager, Iterable, Mapping
 
 from . import fd_facts, import_hooks
 from .fd_facts import ModuleFacts
@@ -556,15 +556,26 @@ class Registry:
             self.reports.clear()
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
+    def group_verdicts(self) -> list[GroupVerdict]:
+        """Per group with a recorded report, its verdict in this process (a refused group's refusing patch keeps
+        its refused report)."""
+        return _verdicts_by_group((p.group, self.reports[p.name]) for p in self.patches.values()
+                                  if p.name in self.reports)
+
     def _record(self, report: PatchReport) -> PatchReport:
         self.reports[report.patch] = report
         log.info(report.line())
         return report
 
 
+def _verdicts_by_group(reports: Iterable[tuple[str, PatchReport]]) -> list[GroupVerdict]:
+    """One verdict per group, from its members' (group, report) pairs, in the order groups first appear."""
+    groups: dict[str, list[PatchReport]] = {}
+    for group, report in reports:
+        groups.setdefault(group, []).append(report)
+    return [group_verdict(group, members) for group, members in groups.items()]
+
+
 def group_verdicts_of(patches: list[Patch], facts: Mapping[str, ModuleFacts]) -> list[GroupVerdict]:
     """Per group, what the registry would do on the FastDeploy these facts describe (no import)."""
-    groups: dict[str, list[PatchReport]] = {}
-    for patch in patches:
-        groups.setdefault(patch.group, []).append(judge(patch, facts))
-    return [group_verdict(group, reports) for group, reports in groups.items()]
+    return _verdicts_by_group((patch.group, judge(patch, facts)) for patch in patches)

@@ -168,6 +168,8 @@ def test_a_refused_patch_reverts_its_whole_group_and_only_it(fd_era, monkeypatch
     assert moe.MoEMethodBase.__dict__["apply"] is original_apply
     assert "deepep_mixed" in reg.refused and "capture_stream" not in reg.refused
     assert "capture_stream" in reg._applied  # the other group stays
+    assert {v.group: v.verdict for v in reg.group_verdicts()} == {"capture_stream": "applies",
+                                                                 "deepep_mixed": "refused"}
 
 
 @pytest.mark.standin

@@ -25,8 +25,9 @@ and its entry in ALL_PATCHES (and its block below).
    Symbol:  graph_optimization_backend.GraphOptBackend.__call__
    Why:     FastDeploy runs decode steps eagerly, silently (graphs off for the step, prefill in the batch, over
             the largest size); operators cannot see how many nor why.
-   How:     pass-through wrapper: notes the forward's tokens, counts an eager step with its reason when the
-            forward did not reach the graph backend (metrics.py).
+   How:     pass-through wrapper: notes the forward's tokens; when the forward returns, counts the replay the
+            graph backend's wrapper noted, or an eager step with its reason when the forward did not reach the
+            graph backend (metrics.py).
    PR:      none.
    Removal: when FastDeploy exports CUDA graph coverage metrics.
 
