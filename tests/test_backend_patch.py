@@ -33,12 +33,16 @@ class ToyModel:
         self.extension_runs += 1
 
 
+def make_config(graph_opt_level=0):
+    return SimpleNamespace(graph_opt_config=SimpleNamespace(
+        cudagraph_capture_sizes=SIZES, cudagraph_num_of_warmups=2, graph_opt_level=graph_opt_level,
+        real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, full_cuda_graph=True,
+        cudagraph_capture_sizes_prefill=[1, 2, 4, 8]))
+
+
 def make_backend(era, model, graph_opt_level=0):
-    graph = SimpleNamespace(cudagraph_capture_sizes=SIZES, cudagraph_num_of_warmups=2, graph_opt_level=graph_opt_level,
-                            real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, full_cuda_graph=True,
-                            cudagraph_capture_sizes_prefill=[1, 2, 4, 8])
     module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
-    config = SimpleNamespace(graph_opt_config=graph)
+    config = make_config(graph_opt_level)
     if era == "2.3":
         return module.CudaGraphPiecewiseBackend(config, model)
     return module.CudaGraphPiecewiseBackend(config, model, model)
@@ -217,11 +221,33 @@ def test_a_capture_failing_our_audit_leaves_its_entry_uncaptured(fd_era, runtime
         return ToyModel.__call__(model, **kwargs)
 
     backend.runnable = backend.dy_runnable = one_low_latency_call
-    with pytest.raises(DeepEPProtocolError, match="an odd number"):
+    with pytest.raises(DeepEPProtocolError, match="^CudaGraphPiecewiseBackend: the captured forward made 1 DeepEP "
+                                                  "low-latency calls, an odd number"):
         step(backend, 4)  # FastDeploy already stored the graph when the audit fails
     assert _entry(backend, fd_era).cuda_graph is None and _entry(backend, fd_era).output_buffers == []
     if fd_era == "develop":
         assert backend._decode_capture_index == 0
+
+
+@pytest.mark.parametrize("fd_era", ["2.2.0"], indirect=True)
+def test_on_2_2_0_a_capture_failing_our_audit_leaves_its_one_output_buffer_unset(fd_era, runtime):
+    """2.2.0 keeps one output_buffer per entry (fa236927), not a list: the undo resets it as FastDeploy made it."""
+    ext.activate()
+    model = ToyModel(runtime)
+    module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
+    backend = module.CudaGraphPiecewiseBackend(make_config(), model)
+    from fastdeploy_cudagraph_ext.deepep_protocol import DeepEPProtocolError, record_low_latency_call
+
+    def one_low_latency_call(**kwargs):
+        if runtime.device.is_capturing():
+            record_low_latency_call("dispatch", lambda: None)()
+        return ToyModel.__call__(model, **kwargs)
+
+    backend.runnable = one_low_latency_call
+    with pytest.raises(DeepEPProtocolError, match="an odd number"):
+        backend(ids_remove_padding=paddle.zeros([4]))  # 2.2.0 passes the tokens as their own keyword
+    entry = backend.concrete_size_entries[4]
+    assert entry.cuda_graph is None and entry.output_buffer is None and not hasattr(entry, "output_buffers")
 
 
 def test_capture_while_serving_is_logged_and_capture_model_is_not(fd_era, runtime, caplog):
@@ -235,7 +261,24 @@ def test_capture_while_serving_is_logged_and_capture_model_is_not(fd_era, runtim
         capture_model()
         assert "while serving" not in caplog.text
         step(backend, 2)
-    assert caplog.text.count("captured a CUDA graph for size 2 while serving (outside capture_model)") == 1
+    assert caplog.text.count("CudaGraphPiecewiseBackend captured a CUDA graph for size 2 while serving (outside "
+                             "capture_model)") == 1
+
+
+def test_a_static_capture_while_serving_is_counted_as_a_capture(fd_era, runtime, caplog):
+    """A Dy2St entry is captured by `captured` (its cuda_graph stays None): its capture is found all the same."""
+    from fastdeploy_cudagraph_ext.metrics import STATS
+
+    ext.activate()
+    backend = make_backend(fd_era, ToyModel(runtime), graph_opt_level=1)
+    STATS.reset()
+    try:
+        with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"):
+            step(backend, 4)
+        assert "CudaGraphPiecewiseBackend captured a CUDA graph for size 4 while serving" in caplog.text
+        assert list(STATS.captures) == [4]
+    finally:
+        STATS.reset()  # the process's counts: other tests start from none
 
 
 def test_eager_entries_run_without_any_scope(fd_era, runtime):
@@ -336,6 +379,8 @@ def test_a_call_whose_entry_cannot_be_computed_runs_in_the_capture_scope_logged_
         step(backend, 4)  # warmups and capture
         runtime.device.log.clear()
         step(backend, 4)  # a replay, still in the capture scope
-    assert caplog.text.count("could not compute the call's graph entry") == 1
+    assert caplog.text.count("fastdeploy-cudagraph-ext: CudaGraphPiecewiseBackend: could not compute the call's graph "
+                             "entry (AttributeError('real_shape_to_captured_size')); running it in the capture scope "
+                             "(correct, slower)") == 1
     assert ("set_stream", "capture") in runtime.device.log
     assert "extension" in _entry(backend, fd_era).cuda_graph.kernel_names()  # captured with c10 in step

@@ -3,6 +3,7 @@
 #   tools/mutation.sh                      # the default modules
 #   JOBS=2 tools/mutation.sh registry      # one module (c10_bridge spawns child processes: over an hour on 2
 #                                          # cores, about 6 minutes with JOBS=30 on 32)
+#   tools/mutation.sh patch.patch_cudagraph_piecewise_backend   # a patch: patch.<its module>
 # Needs mutmut 3 (configured in pyproject.toml [tool.mutmut]); PYTHON picks the interpreter (default python3 on PATH).
 # mutmut 3 does not mutate decorated functions, so the policy's and the DeepEP protocol's scopes take
 # contextmanager by assignment and are mutated like the rest. Score = (killed + timeout + segfault) / (all mutants
@@ -66,7 +67,7 @@ from mutmut.stats import status_by_exit_code
 
 worst = 100.0
 for module in sys.argv[1:]:
-    meta = json.load(open(f"mutants/fastdeploy_cudagraph_ext/{module}.py.meta"))
+    meta = json.load(open(f"mutants/fastdeploy_cudagraph_ext/{module.replace('.', '/')}.py.meta"))  # patch.x: a subpackage
     status = Counter(status_by_exit_code[code] for code in meta["exit_code_by_key"].values())
     ran = sum(n for s, n in status.items() if s != "not checked")
     killed = status["killed"] + status["timeout"] + status["segfault"] + status["caught by type check"]
