@@ -105,7 +105,8 @@ def test_a_running_request_count_on_the_host_picks_its_entry(real_bsz, size):
     mode_backend(speculative_decoding=True),  # a line without real_bsz_to_captured_size
 ], ids=["not-speculative", "map-incomplete", "no-speculative_decoding", "no-real_bsz_to_captured_size"])
 def test_without_fastdeploys_speculative_branch_the_token_count_picks_the_entry(backend):
-    assert patch._shape_and_mode_keyed(backend, mode_meta(3, real_bsz=2)) == \
+    # 3 tokens pad to 4; the speculative branch would have picked real_bsz_to_captured_size[1] = 2
+    assert patch._shape_and_mode_keyed(backend, mode_meta(3, real_bsz=1)) == \
         (backend.concrete_size_entries[(4, False)], False, None)
 
 

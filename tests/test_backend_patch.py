@@ -361,6 +361,19 @@ def test_unknown_running_requests_on_the_static_path_replay_in_one_stream(fd_era
     assert ran_on == ["capture", "capture", "capture"] and not runtime.device.is_capturing()
 
 
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)
+def test_on_the_static_path_a_graph_captured_earlier_is_not_counted_again(fd_era, runtime, caplog):
+    """A call that cannot tell its entry captures among several; one captured before (its `captured` set, no
+    cuda_graph) is no capture of this call."""
+    ext.activate()
+    backend = speculative_backend(runtime, {1: 2, 2: 4}, graph_opt_level=1)
+    with caplog.at_level("WARNING", logger="fastdeploy_cudagraph_ext"):
+        spec_step(backend, 4, real_bsz=0)  # 2 running requests: size 4
+        spec_step(backend, 2, real_bsz=0)  # 1 running request: size 2; size 4 is among its candidates, captured
+    assert caplog.text.count("captured a CUDA graph for size 4 while serving") == 1
+    assert caplog.text.count("captured a CUDA graph for size 2 while serving") == 1
+
+
 def test_a_call_whose_entry_cannot_be_computed_runs_in_the_capture_scope_logged_once(fd_era, runtime, caplog,
                                                                                       monkeypatch):
     """A line that moved a name the lookup reads: every call is treated as one that may capture (correct, slower)."""

@@ -33,6 +33,10 @@
 #                    _declared_names: dotted.partition(".") -> rpartition (every declared name is "Class.attr")
 #                    _module_facts: read_text(encoding="utf-8") -> "UTF-8" (codec names ignore case) or None (the
 #                    locale's encoding, UTF-8 where these tests run)
+#   patch.patch_cudagraph_piecewise_backend
+#                    _inside_capture_model: sys._getframe(1) -> (2) (the walk starts at the plugin's own caller,
+#                    _capture_call; a runner's capture_model is above both)
+#                    _shape_and_mode_keyed: getattr(backend, "speculative_decoding", False) -> None (both false)
 #   c10_bridge       _parse_reports, _run_children: decode("utf-8") -> "UTF-8" (codec names ignore case)
 #                    _run_children: the 1-second floor of a late child's timeout -> 2 seconds (a tuning value:
 #                    no test pins it without racing the child)
