@@ -119,7 +119,35 @@ def test_non_mtp_capture_is_fastdeploys_own(fd_era):
     ext.activate()
     runner = runner_for(make_fd_config(k=0, max_num_seqs=16, sizes=(1, 2, 4, 8, 16)))
     runner.capture_model()
-    assert [b for b, _, _ in captured(runner)] == [16, 8, 4, 2, 1]
+    # FastDeploy's loop: decode length 1, no accept_all_drafts (the planned loop would pass (k+1)*2 and True)
+    assert captured(runner) == [(b, 1, False) for b in (16, 8, 4, 2, 1)]
+
+
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # a planned-loop line: the check decides whose loop runs
+@pytest.mark.parametrize("turned_off", ["use_cudagraph", "cudagraph_only_prefill"])
+def test_decode_graphs_turned_off_after_the_gate_never_run_the_planned_loop(fd_era, turned_off):
+    """The plan was made with decode graphs on; a runner whose graphs are off by capture time (the config changed
+    after the worker started) must not warm and capture decode graphs through the plugin's loop."""
+    ext.activate()
+    fd_config = make_fd_config(k=1, max_num_seqs=4, sizes=(2, 4, 8))
+    runner = runner_for(fd_config)
+    if turned_off == "use_cudagraph":
+        runner.use_cudagraph = False
+    else:
+        fd_config.graph_opt_config.cudagraph_only_prefill = True
+    runner.capture_model()
+    assert not any(accept for _, _, accept in captured(runner))
+
+
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)
+def test_each_planned_capture_is_logged_with_its_size_batch_and_decode_length(fd_era, caplog):
+    ext.activate()
+    runner = runner_for(make_fd_config(k=1, max_num_seqs=2, sizes=(2, 4)))
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        runner.capture_model()
+    assert [m for m in caplog.messages if "captured MTP size" in m] == [
+        "fastdeploy-cudagraph-ext: captured MTP size 4 (batch 2, decode length 4)",
+        "fastdeploy-cudagraph-ext: captured MTP size 2 (batch 1, decode length 4)"]
 
 
 def xpu_runner_for(fd_config):
@@ -179,3 +207,32 @@ def test_sizes_changed_after_the_runner_was_built_stop_the_capture(fd_era):
     runner.cudagraph_capture_sizes = [*runner.cudagraph_capture_sizes, 10]
     with pytest.raises(PlanError, match=r"runner capture sizes \[10\] are not in the plan"):
         runner.capture_model()
+
+
+def xpu_facts(**markers):
+    from fastdeploy_cudagraph_ext.fd_facts import ModuleFacts
+    from fastdeploy_cudagraph_ext.patch import patch_xpu_model_runner_capture as xpu
+
+    config = ModuleFacts(markers={"FDConfig.k_plus_1_methods": "mtp"})
+    return {xpu.MODULE: ModuleFacts(markers={f"XPUModelRunner.capture_model.{k}": v for k, v in markers.items()}),
+            xpu.CONFIG_MODULE: config}
+
+
+def test_the_xpu_choice_names_the_lines_warmup_batch():
+    from fastdeploy_cudagraph_ext.patch import patch_xpu_model_runner_capture as xpu
+
+    choice = xpu.choose(xpu_facts(captures_graphs="yes", mtp_batch="size"))
+    assert (choice.variant, choice.reason) == ("planned_loop", "the XPU loop's batch is 'size', not size/(k+1) with "
+                                               "the configured k: MTP decode capture runs the planned loop; k counts "
+                                               "for mtp")
+    assert xpu.choose(xpu_facts(captures_graphs="no")).variant is None
+
+
+@pytest.mark.parametrize("facts", [{}, "no marker"], ids=["no-runner-module", "no-marker"])
+def test_an_xpu_runner_the_plugin_cannot_read_is_refused_not_crashed(facts):
+    from fastdeploy_cudagraph_ext.patch import patch_xpu_model_runner_capture as xpu
+    from fastdeploy_cudagraph_ext.registry import ContractBroken
+
+    with pytest.raises(ContractBroken) as refused:
+        xpu.choose({} if facts == {} else xpu_facts())
+    assert str(refused.value) == "cannot tell whether XPUModelRunner.capture_model captures graphs (marker None)"

@@ -75,6 +75,45 @@ def test_deployments_without_normal_mode_kernels_in_graphs_pass(case):
     assert judge_normal_mode_graphs(case) == judge_normal_mode_graphs(settings())  # ([], [])
 
 
+@pytest.mark.parametrize("guard, torch_api, missing", [
+    ("none", True, ["this FastDeploy line never passes num_worst_tokens to DeepEP (FastDeploy 2.6 and later do)"]),
+    ("none", False, ["this FastDeploy line never passes num_worst_tokens to DeepEP (FastDeploy 2.6 and later do)"]),
+    ("always", False, []),  # a line passing it to every DeepEP flavour needs no torch-API flag
+    ("FD_USE_PFCC_DEEP_EP", False,
+     ["FD_USE_PFCC_DEEP_EP is not 1 (FastDeploy passes num_worst_tokens only to the torch-API DeepEP)"]),
+    ("FD_USE_PFCC_DEEP_EP", True, []),
+])
+def test_what_keeps_the_worst_case_token_count_away_follows_the_lines_guard(guard, torch_api, missing):
+    from fastdeploy_cudagraph_ext.deepep_graphs import _worst_tokens_missing
+
+    deepep = DeepEPGraphSettings(worst_num_tokens=True, torch_api_deepep=torch_api,
+                                 line=LineGraphs(worst_tokens_guard=guard))
+    assert _worst_tokens_missing(settings(), deepep) == missing
+
+
+def test_a_deployment_config_without_these_keys_gets_fastdeploys_defaults():
+    """full_cuda_graph defaults to true, --ep-prefill-use-worst-num-tokens to off, FD_USE_PFCC_DEEP_EP to 0."""
+    from fastdeploy_cudagraph_ext.deepep_graphs import graph_settings_of_config
+
+    assert graph_settings_of_config({}, {}, 1, {}, 2) == DeepEPGraphSettings(graph_opt_level=1, nnodes=2)
+    given = graph_settings_of_config({"ep-prefill-use-worst-num-tokens": True}, {"full_cuda_graph": False}, 1,
+                                     {"FD_USE_PFCC_DEEP_EP": "1"}, 1)
+    assert (given.full_cuda_graph, given.worst_num_tokens, given.torch_api_deepep) == (False, True, True)
+
+
+def test_an_fd_config_without_these_fields_gets_fastdeploys_defaults(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastdeploy_cudagraph_ext.deepep_graphs import graph_settings_of_fd_config
+
+    monkeypatch.delenv("FD_USE_PFCC_DEEP_EP", raising=False)
+    assert graph_settings_of_fd_config(SimpleNamespace(), LineGraphs()) == DeepEPGraphSettings()
+    split = SimpleNamespace(graph_opt_config=SimpleNamespace(graph_opt_level=1, full_cuda_graph=False),
+                            parallel_config=SimpleNamespace(ep_prefill_use_worst_num_tokens=True, nnode=2))
+    assert graph_settings_of_fd_config(split, LineGraphs()) == DeepEPGraphSettings(
+        graph_opt_level=1, full_cuda_graph=False, worst_num_tokens=True, nnodes=2)
+
+
 def test_a_prefill_instance_capturing_prefill_graphs_is_refused():
     assert judge_normal_mode_graphs(settings(role="prefill", only_prefill=True)).problems
 

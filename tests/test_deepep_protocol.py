@@ -7,7 +7,7 @@ import pytest
 from contextlib import contextmanager
 
 from deep_ep_sim import CURRENT, ActiveRankBuffer, Collective, SimBuffer
-from fake_cuda import RecordingC10, RecordingDevice, Runtime
+from fake_cuda import FakeGraph, RecordingC10, RecordingDevice, Runtime
 from fd_configs import make_fd_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -251,6 +251,19 @@ def test_a_clean_reached_during_capture_is_refused_and_not_run():
         "DeepEP's low-latency buffer clean was reached while a CUDA graph is being captured; it is a collective "
         "barrier and must run eagerly. This is a bug in the step order: report it.")
     assert cleans == []
+
+
+def test_the_runners_transition_clean_asks_the_device_whether_a_graph_is_being_captured(fd_era, runtime):
+    """The step patch wires the protocol's capture check to the device: a transition reached while the device captures
+    is refused before the clean runs (no barrier on any rank)."""
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    worker.step(decode=False)
+    FakeGraph(runtime.device).capture_begin()  # a capture left open across the step boundary
+    worker.runner.only_decode = True
+    with pytest.raises(DeepEPProtocolError, match="reached while a CUDA graph is being captured"):
+        worker.runner.initialize_forward_meta()
+    assert worker.buffer.collective.barriers == [0]
 
 
 def test_no_transition_clean_outside_mixed_mode(fd_era, runtime):

@@ -16,6 +16,7 @@ from test_deepep_protocol import MixedEPWorker, SimRank, one_rank_group, rank_gr
 import fastdeploy_cudagraph_ext as ext
 from fastdeploy_cudagraph_ext import deepep_agreement, deepep_protocol
 from fastdeploy_cudagraph_ext.deepep_agreement import RankDisagreement, RankPlan, agree
+from fastdeploy_cudagraph_ext.deepep_agreement import paddle_all_gather  # before one_rank_group replaces it
 from fastdeploy_cudagraph_ext.deepep_protocol import DeepEPProtocolError
 
 pytestmark = pytest.mark.standin
@@ -260,3 +261,58 @@ def test_the_exchange_runs_once_even_when_the_engine_is_built_again(fd_era, runt
     moe_base = importlib.import_module("fastdeploy.model_executor.layers.moe.fused_moe_backend_base")
     moe_base.MoEMethodBase(worker.fd_config)  # more MoE layers: FastDeploy's singleton engine, built once
     assert calls == [1]
+
+
+def test_the_exchange_runs_once_however_often_it_is_made_ready():
+    """A second ready() (an engine FastDeploy builds again, e.g. after clear_deep_ep_buffer) exchanges nothing."""
+    sent = []
+    exchange = deepep_agreement._Exchange()
+    exchange.deployment = lambda: dataclasses.asdict(BASE)
+    exchange.engine = {}
+    exchange.ready()  # the gather is not known yet: nothing to exchange
+    exchange.all_gather = lambda plan: sent.append(plan) or [plan]
+    exchange.ready()
+    exchange.ready()
+    assert sent == [dataclasses.asdict(BASE)]
+
+
+def test_the_plan_goes_through_paddles_all_gather_object_over_fastdeploys_group(monkeypatch):
+    """Called as paddle.distributed.all_gather_object(object_list, obj, group=None) takes it (paddle 3.3.1)."""
+    import inspect
+
+    import paddle.distributed as dist
+
+    real = inspect.signature(dist.all_gather_object)
+    group = object()
+
+    def all_gather_object(*args, **kwargs):
+        bound = real.bind(*args, **kwargs).arguments
+        assert bound["group"] is group
+        bound["object_list"].extend([bound["obj"], {"rank": 1}])
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    assert paddle_all_gather(group)({"rank": 0}) == [{"rank": 0}, {"rank": 1}]
+
+
+def test_two_fields_that_differ_are_named_in_one_message_with_both_fixes():
+    odd = dataclasses.replace(BASE, hidden_size=4096, nvshmem_qp_depth="unset")
+    assert deepep_agreement.disagreement([dataclasses.asdict(BASE), dataclasses.asdict(odd)]) == (
+        "fastdeploy-cudagraph-ext stops every EP rank before DeepEP's first collective: the 2 ranks disagree, and "
+        "DeepEP would hang all of them (DeepEP #208). hidden_size: rank 0 7168; rank 1 4096 | nvshmem_qp_depth: "
+        "rank 0 '1024'; rank 1 'unset'. Fix: serve the same model on every rank; set the same NVSHMEM_QP_DEPTH in "
+        "every node's environment.")
+
+
+def test_a_rank_plan_reads_what_the_worker_runs(monkeypatch):
+    from fastdeploy_cudagraph_ext import doctor
+    from fastdeploy_cudagraph_ext.patch.patch_gpu_model_runner_step import _rank_plan_of
+
+    monkeypatch.setattr(doctor, "fastdeploy_version", lambda: None)  # no installed FastDeploy to name
+    graph = SimpleNamespace(use_cudagraph=True, cudagraph_capture_sizes=[2, 8, 4])
+    fd_config = SimpleNamespace(graph_opt_config=graph, model_config=SimpleNamespace(hidden_size="7168"))
+    assert _rank_plan_of(fd_config, 1, None)() == {
+        "capture_sizes": (8, 4, 2), "num_speculative_tokens": 1, "hidden_size": 7168, "nvshmem_qp_depth": "unset",
+        "plugin_version": ext.__version__, "fastdeploy_version": "unknown"}
+    graph.use_cudagraph = False  # graphs off: no sizes, whatever the config lists
+    assert _rank_plan_of(fd_config, 1, 1024)()["capture_sizes"] == ()
+    assert _rank_plan_of(fd_config, 1, 1024)()["nvshmem_qp_depth"] == "1024"
