@@ -236,3 +236,17 @@ def test_an_xpu_runner_the_plugin_cannot_read_is_refused_not_crashed(facts):
     with pytest.raises(ContractBroken) as refused:
         xpu.choose({} if facts == {} else xpu_facts())
     assert str(refused.value) == "cannot tell whether XPUModelRunner.capture_model captures graphs (marker None)"
+
+
+@pytest.mark.parametrize("fd_era", ["develop"], indirect=True)  # the XPU runner captures graphs from 2.5 on
+@pytest.mark.parametrize("make_runner", [runner_for, xpu_runner_for], ids=["gpu", "xpu"])
+def test_a_runner_without_a_plan_plans_at_capture_with_the_workers_settings(fd_era, make_runner):
+    """A runner the gate did not see (built before activation) is planned when it captures, with the same settings."""
+    from fastdeploy_cudagraph_ext.patch.patch_gpu_model_runner_capture import PLAN_ATTR
+
+    ext.activate()
+    runner = make_runner(make_fd_config(k=2, max_num_seqs=2, sizes=(1, 2)))
+    delattr(runner, PLAN_ATTR)
+    runner.capture_model()
+    assert getattr(runner, PLAN_ATTR).sizes == [6, 3]
+    assert [(r["batch_size"], r["expected_decode_len"]) for r in runner.dummy_runs] == [(2, 6), (1, 6)]
