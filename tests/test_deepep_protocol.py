@@ -130,8 +130,19 @@ def test_low_latency_call_without_receive_hook_fails_under_capture(fd_era, runti
     worker = MixedEPWorker(fd_era)
     worker.moe.ep_decoder_runner.ep_engine.return_recv_hook = False
     worker.step(decode=False)
-    with pytest.raises(DeepEPProtocolError, match="must use async_finish=False, return_recv_hook=True"):
+    with pytest.raises(DeepEPProtocolError, match="^DeepEP low-latency dispatch under CUDA graph capture must use "
+                                                  "async_finish=False, return_recv_hook=True"):
         worker.step(decode=True)
+
+
+def test_the_buffer_managers_clean_added_for_pr_7344_callers_cleans_through_fastdeploys_engine(fd_era, runtime):
+    """Code written against the closed PR #7344 calls DeepEPBufferManager.clean_low_latency_buffer(): it cleans."""
+    ext.activate()
+    worker = MixedEPWorker(fd_era)
+    worker.step(decode=False)  # normal kernels dirty the buffer
+    ep = importlib.import_module("fastdeploy.model_executor.layers.moe.ep")
+    ep.DeepEPBufferManager.clean_low_latency_buffer()
+    assert worker.buffer.collective.barriers == [2] and not worker.buffer.dirty
 
 
 def test_hook_not_called_in_the_same_forward_fails_the_capture():
