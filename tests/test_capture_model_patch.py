@@ -250,3 +250,59 @@ def test_a_runner_without_a_plan_plans_at_capture_with_the_workers_settings(fd_e
     runner.capture_model()
     assert getattr(runner, PLAN_ATTR).sizes == [6, 3]
     assert [(r["batch_size"], r["expected_decode_len"]) for r in runner.dummy_runs] == [(2, 6), (1, 6)]
+
+
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # a line whose FDConfig does not scale sizes, as 2.5's
+def test_installed_sizes_rebuild_the_running_request_map_with_k_plus_1_tokens_per_request(fd_era):
+    """2.5 keys MTP graphs by running requests: FDConfig maps each batch to the graph of its size/(k+1) requests
+    (real_bsz_to_captured_size, fastdeploy/config.py at f3fb7e03) over sizes it does not scale. Once the plan changes
+    the sizes, each batch maps to the smallest graph holding its k+1 tokens per request; no batch maps to a size
+    that is gone."""
+    ext.activate()
+    fd_config = make_fd_config(k=2, max_num_seqs=4, sizes=(1, 2, 4, 8, 16))
+    fd_config.graph_opt_config.real_bsz_to_captured_size = {1: 2, 2: 4, 3: 8, 4: 8}  # as 2.5's FDConfig built it
+    runner_for(fd_config)
+    graph = fd_config.graph_opt_config
+    assert sorted(graph.cudagraph_capture_sizes) == [3, 6]  # this line's cap, multiples of k+1
+    assert graph.real_bsz_to_captured_size == {1: 3, 2: 6}
+
+
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)
+def test_the_installed_sizes_are_logged(fd_era, caplog):
+    ext.activate()
+    with caplog.at_level("INFO", logger="fastdeploy_cudagraph_ext"):
+        runner_for(make_fd_config(k=3, max_num_seqs=4, sizes=(1, 2, 4, 8, 16)))
+    assert "fastdeploy-cudagraph-ext: decode capture sizes set to [4, 8, 16]" in caplog.messages
+
+
+@pytest.mark.parametrize("mtp_batch, scales, variant, reason", [
+    ("none", None, "planned_loop", "FastDeploy's loop has no MTP branch and warms every size with batch = size (2.2.0); "
+                                   "the plugin's loop uses size/(k+1); k counts for mtp"),
+    ("size_over_2", None, "planned_loop", "FastDeploy warms MTP graphs with size/2 requests (right for k=1 only); the "
+                                          "plugin's loop uses size/(k+1); k counts for mtp"),
+    ("size_over_k_plus_1", "no", "fastdeploy_loop", "FastDeploy's loop divides by k+1 and runs unchanged; sizes made "
+                                                    "multiples of k+1 before FastDeploy reads them; DeepEP cap and k+1 "
+                                                    "checks run; k counts for mtp"),
+    ("size_over_k_plus_1", "yes", "fastdeploy_loop", "FastDeploy's loop divides by k+1 and runs unchanged; sizes: not "
+                                                     "needed (FastDeploy already scales every size by k+1; never scaled "
+                                                     "again); DeepEP cap and k+1 checks run; k counts for mtp"),
+])
+def test_the_gpu_loop_choice_follows_fastdeploys_own_batch_and_says_why(mtp_batch, scales, variant, reason):
+    from fastdeploy_cudagraph_ext.fd_facts import ModuleFacts
+    from fastdeploy_cudagraph_ext.patch import patch_gpu_model_runner_capture as gpu
+
+    config = {"FDConfig.k_plus_1_methods": "mtp"}
+    if scales is not None:
+        config["GraphOptimizationConfig.init_with_cudagrpah_size.scales_by_k_plus_1"] = scales
+    choice = gpu.choose({gpu.MODULE: ModuleFacts(markers={"GPUModelRunner.capture_model.mtp_batch": mtp_batch}),
+                         gpu.CONFIG_MODULE: ModuleFacts(markers=config)})
+    assert (choice.variant, choice.reason, dict(choice.line)) == (variant, reason, {"k_plus_1_methods": "mtp"})
+
+
+def test_a_gpu_runner_the_plugin_cannot_read_is_refused_not_crashed():
+    from fastdeploy_cudagraph_ext.fd_facts import ModuleFacts
+    from fastdeploy_cudagraph_ext.patch import patch_gpu_model_runner_capture as gpu
+    from fastdeploy_cudagraph_ext.registry import ContractBroken
+
+    with pytest.raises(ContractBroken, match=r"MTP batch sizing is not one the plugin knows \(marker mtp_batch=None\)"):
+        gpu.choose({gpu.CONFIG_MODULE: ModuleFacts(markers={"FDConfig.k_plus_1_methods": "mtp"})})
