@@ -267,8 +267,11 @@ def test_the_exchange_runs_once_however_often_it_is_made_ready():
     """A second ready() (an engine FastDeploy builds again, e.g. after clear_deep_ep_buffer) exchanges nothing."""
     sent = []
     exchange = deepep_agreement._Exchange()
-    exchange.deployment = lambda: dataclasses.asdict(BASE)
     exchange.engine = {}
+    exchange.all_gather = lambda plan: sent.append(plan) or [plan]
+    exchange.ready()  # the deployment is not known yet (the runner gate has not run): nothing to exchange
+    exchange.deployment = lambda: dataclasses.asdict(BASE)
+    exchange.all_gather = None
     exchange.ready()  # the gather is not known yet: nothing to exchange
     exchange.all_gather = lambda plan: sent.append(plan) or [plan]
     exchange.ready()
