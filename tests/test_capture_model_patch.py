@@ -306,3 +306,35 @@ def test_a_gpu_runner_the_plugin_cannot_read_is_refused_not_crashed():
 
     with pytest.raises(ContractBroken, match=r"MTP batch sizing is not one the plugin knows \(marker mtp_batch=None\)"):
         gpu.choose({gpu.CONFIG_MODULE: ModuleFacts(markers={"FDConfig.k_plus_1_methods": "mtp"})})
+
+
+@pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # 2.3's FDConfig counts k+1 tokens for MTP only
+def test_a_speculative_method_the_line_does_not_count_k_plus_1_for_keeps_fastdeploys_loop(fd_era):
+    ext.activate()
+    runner = runner_for(make_fd_config(k=2, max_num_seqs=4, sizes=(1, 2, 4), method="ngram"))
+    runner.capture_model()
+    assert captured(runner) == [(b, 1, False) for b in (4, 2, 1)]
+
+
+def test_a_line_without_cudagraph_only_prefill_captures_mtp_decode_graphs():
+    """2.2.0's GraphOptimizationConfig has no cudagraph_only_prefill (fa236927): no prefill-only capture to defer to."""
+    from types import SimpleNamespace
+
+    from fastdeploy_cudagraph_ext.patch.patch_gpu_model_runner_capture import _is_mtp_decode_capture
+
+    runner = SimpleNamespace(use_cudagraph=True, graph_opt_config=SimpleNamespace(),
+                             fd_config=SimpleNamespace(speculative_config=SimpleNamespace(method="mtp",
+                                                                                          num_speculative_tokens=1)))
+    assert _is_mtp_decode_capture(runner, {"mtp"})
+    assert not _is_mtp_decode_capture(runner, {"suffix"})  # a method this line does not count k+1 for
+
+
+def test_a_line_whose_counted_methods_cannot_be_read_is_refused_with_the_markers_named():
+    from fastdeploy_cudagraph_ext.patch.patch_gpu_model_runner_capture import counted_methods
+    from fastdeploy_cudagraph_ext.registry import ContractBroken
+
+    with pytest.raises(ContractBroken) as refused:
+        counted_methods({})
+    assert str(refused.value) == (
+        "cannot tell which speculative methods this FastDeploy counts k+1 tokens per request for (markers "
+        "FDConfig.k_plus_1_methods and SpeculativeConfig.method_list are absent)")

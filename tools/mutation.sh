@@ -37,6 +37,16 @@
 #                    _inside_capture_model: sys._getframe(1) -> (2) (the walk starts at the plugin's own caller,
 #                    _capture_call; a runner's capture_model is above both)
 #                    _shape_and_mode_keyed: getattr(backend, "speculative_decoding", False) -> None (both false)
+#   patch.patch_gpu_model_runner_capture
+#                    choose: the second facts.get(CONFIG_MODULE, NO_FACTS) -> None / no default (counted_methods has
+#                    read that module's facts already, or refused)
+#                    _is_mtp_decode_capture: cudagraph_only_prefill default False -> None (both false)
+#                    runner_contract (and any contract built at import): not a survivor but an artefact; mutmut's
+#                    forked runs keep the package imported unmutated and deselect test_declared_names.py, which fails
+#                    on hand-applied mutants of it
+#   patch.patch_xpu_model_runner_capture
+#                    choose: the second facts.get(MODULE, NO_FACTS) -> None / no default (the first read found it)
+#   deepep_agreement _Exchange.__init__: done = False -> None (both false)
 #   c10_bridge       _parse_reports, _run_children: decode("utf-8") -> "UTF-8" (codec names ignore case)
 #                    _run_children: the 1-second floor of a late child's timeout -> 2 seconds (a tuning value:
 #                    no test pins it without racing the child)

@@ -77,7 +77,8 @@ def _planned_mtp_capture(runner: object, plan: CapturePlan, accept_all_drafts: s
 
 
 def _is_mtp_decode_capture(runner: object, methods: Collection[str]) -> bool:
-    return (getattr(runner, "use_cudagraph", False) and speculative_tokens(runner.fd_config, methods) > 0
+    # use_cudagraph: a declared runner name; cudagraph_only_prefill: absent on 2.2.0 (no prefill-only capture)
+    return (runner.use_cudagraph and speculative_tokens(runner.fd_config, methods) > 0
             and not getattr(runner.graph_opt_config, "cudagraph_only_prefill", False))
 
 
