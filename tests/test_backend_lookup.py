@@ -15,6 +15,7 @@ The lookups must compute what each line's CudaGraphPiecewiseBackend.__call__ com
 from __future__ import annotations
 
 import logging
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -235,5 +236,5 @@ def test_without_cuda_the_capture_groups_say_why_exactly(no_cuda):
 
 
 def test_without_paddle_the_capture_groups_say_why_exactly(no_cuda, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "paddle", None)  # import paddle raises ImportError
+    monkeypatch.setitem(sys.modules, "paddle", None)  # import paddle raises ImportError
     assert patch.cuda_capture_missing() == "Paddle is not importable in this process, so no CUDA stream to capture on"

@@ -7,6 +7,7 @@ import pytest
 from fake_cuda import LEGACY_ERROR
 
 import fastdeploy_cudagraph_ext as ext
+from fastdeploy_cudagraph_ext.deepep_protocol import DeepEPProtocolError, record_low_latency_call
 
 pytestmark = pytest.mark.standin
 SIZES = [4, 2, 1]
@@ -33,17 +34,13 @@ class ToyModel:
         self.extension_runs += 1
 
 
-def make_config(graph_opt_level=0):
-    return SimpleNamespace(graph_opt_config=SimpleNamespace(
-        cudagraph_capture_sizes=SIZES, cudagraph_num_of_warmups=2, graph_opt_level=graph_opt_level,
-        real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, full_cuda_graph=True,
-        cudagraph_capture_sizes_prefill=[1, 2, 4, 8]))
-
-
 def make_backend(era, model, graph_opt_level=0):
+    graph = SimpleNamespace(cudagraph_capture_sizes=SIZES, cudagraph_num_of_warmups=2, graph_opt_level=graph_opt_level,
+                            real_shape_to_captured_size={1: 1, 2: 2, 3: 4, 4: 4}, full_cuda_graph=True,
+                            cudagraph_capture_sizes_prefill=[1, 2, 4, 8])
     module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
-    config = make_config(graph_opt_level)
-    if era == "2.3":
+    config = SimpleNamespace(graph_opt_config=graph)
+    if era in ("2.2.0", "2.3"):  # (fd_config, runnable); later lines take a dynamic and a static runnable
         return module.CudaGraphPiecewiseBackend(config, model)
     return module.CudaGraphPiecewiseBackend(config, model, model)
 
@@ -209,18 +206,19 @@ def test_static_capture_that_raises_is_not_replayed(fd_era, runtime):
     assert entry.captured and _stream_switches(runtime)
 
 
+class OneLowLatencyCallModel(ToyModel):
+    """Makes one DeepEP low-latency call (its hook called) in a captured forward: an odd number, which our audit
+    fails after FastDeploy stored the graph."""
+
+    def __call__(self, **kwargs):
+        if self.runtime.device.is_capturing():
+            record_low_latency_call("dispatch", lambda: None)()
+        return super().__call__(**kwargs)
+
+
 def test_a_capture_failing_our_audit_leaves_its_entry_uncaptured(fd_era, runtime):
     ext.activate()
-    model = ToyModel(runtime)
-    backend = make_backend(fd_era, model)
-    from fastdeploy_cudagraph_ext.deepep_protocol import DeepEPProtocolError, record_low_latency_call
-
-    def one_low_latency_call(**kwargs):
-        if runtime.device.is_capturing():
-            record_low_latency_call("dispatch", lambda: None)()
-        return ToyModel.__call__(model, **kwargs)
-
-    backend.runnable = backend.dy_runnable = one_low_latency_call
+    backend = make_backend(fd_era, OneLowLatencyCallModel(runtime))
     with pytest.raises(DeepEPProtocolError, match="^CudaGraphPiecewiseBackend: the captured forward made 1 DeepEP "
                                                   "low-latency calls, an odd number"):
         step(backend, 4)  # FastDeploy already stored the graph when the audit fails
@@ -233,17 +231,7 @@ def test_a_capture_failing_our_audit_leaves_its_entry_uncaptured(fd_era, runtime
 def test_on_2_2_0_a_capture_failing_our_audit_leaves_its_one_output_buffer_unset(fd_era, runtime):
     """2.2.0 keeps one output_buffer per entry (fa236927), not a list: the undo resets it as FastDeploy made it."""
     ext.activate()
-    model = ToyModel(runtime)
-    module = importlib.import_module("fastdeploy.model_executor.graph_optimization.cudagraph_piecewise_backend")
-    backend = module.CudaGraphPiecewiseBackend(make_config(), model)
-    from fastdeploy_cudagraph_ext.deepep_protocol import DeepEPProtocolError, record_low_latency_call
-
-    def one_low_latency_call(**kwargs):
-        if runtime.device.is_capturing():
-            record_low_latency_call("dispatch", lambda: None)()
-        return ToyModel.__call__(model, **kwargs)
-
-    backend.runnable = one_low_latency_call
+    backend = make_backend(fd_era, OneLowLatencyCallModel(runtime))
     with pytest.raises(DeepEPProtocolError, match="an odd number"):
         backend(ids_remove_padding=paddle.zeros([4]))  # 2.2.0 passes the tokens as their own keyword
     entry = backend.concrete_size_entries[4]

@@ -1,12 +1,17 @@
 """mtp_sizing on both eras' GPU and XPU runners (stand-ins). Sizes are given as the user (or FastDeploy's
 ladder) gives them; develop's FDConfig has already scaled them by k+1 (tests/fd_configs.py)."""
 import importlib
+from types import SimpleNamespace
 
 import pytest
 from fd_configs import make_fd_config
 
 import fastdeploy_cudagraph_ext as ext
 from fastdeploy_cudagraph_ext.capture_plan import PlanError
+from fastdeploy_cudagraph_ext.fd_facts import ModuleFacts
+from fastdeploy_cudagraph_ext.patch import patch_gpu_model_runner_capture as gpu
+from fastdeploy_cudagraph_ext.patch import patch_xpu_model_runner_capture as xpu
+from fastdeploy_cudagraph_ext.registry import ContractBroken
 
 pytestmark = pytest.mark.standin
 
@@ -53,7 +58,6 @@ def test_develop_sizes_scaled_by_fastdeploy_are_never_scaled_again(fd_era):
 def test_develop_rebuilds_the_running_request_map_after_changing_sizes(fd_era, monkeypatch):
     """develop keys MTP graphs by running requests: after sizes change (1 rounded up to 2), no batch may map to a size that is gone."""
     import paddle
-    from types import SimpleNamespace
 
     from fake_cuda import Runtime
 
@@ -209,32 +213,24 @@ def test_sizes_changed_after_the_runner_was_built_stop_the_capture(fd_era):
         runner.capture_model()
 
 
-def xpu_facts(**markers):
-    from fastdeploy_cudagraph_ext.fd_facts import ModuleFacts
-    from fastdeploy_cudagraph_ext.patch import patch_xpu_model_runner_capture as xpu
-
-    config = ModuleFacts(markers={"FDConfig.k_plus_1_methods": "mtp"})
-    return {xpu.MODULE: ModuleFacts(markers={f"XPUModelRunner.capture_model.{k}": v for k, v in markers.items()}),
-            xpu.CONFIG_MODULE: config}
+def runner_facts(patch, cls, markers, config=None):
+    """The facts a capture patch chooses from: its runner's capture_model markers, a config counting k+1 for MTP."""
+    return {patch.MODULE: ModuleFacts(markers={f"{cls}.capture_model.{k}": v for k, v in markers.items()}),
+            patch.CONFIG_MODULE: ModuleFacts(markers={"FDConfig.k_plus_1_methods": "mtp", **(config or {})})}
 
 
 def test_the_xpu_choice_names_the_lines_warmup_batch():
-    from fastdeploy_cudagraph_ext.patch import patch_xpu_model_runner_capture as xpu
-
-    choice = xpu.choose(xpu_facts(captures_graphs="yes", mtp_batch="size"))
+    choice = xpu.choose(runner_facts(xpu, "XPUModelRunner", {"captures_graphs": "yes", "mtp_batch": "size"}))
     assert (choice.variant, choice.reason) == ("planned_loop", "the XPU loop's batch is 'size', not size/(k+1) with "
                                                "the configured k: MTP decode capture runs the planned loop; k counts "
                                                "for mtp")
-    assert xpu.choose(xpu_facts(captures_graphs="no")).variant is None
+    assert xpu.choose(runner_facts(xpu, "XPUModelRunner", {"captures_graphs": "no"})).variant is None
 
 
-@pytest.mark.parametrize("facts", [{}, "no marker"], ids=["no-runner-module", "no-marker"])
+@pytest.mark.parametrize("facts", [{}, runner_facts(xpu, "XPUModelRunner", {})], ids=["no-runner-module", "no-marker"])
 def test_an_xpu_runner_the_plugin_cannot_read_is_refused_not_crashed(facts):
-    from fastdeploy_cudagraph_ext.patch import patch_xpu_model_runner_capture as xpu
-    from fastdeploy_cudagraph_ext.registry import ContractBroken
-
     with pytest.raises(ContractBroken) as refused:
-        xpu.choose({} if facts == {} else xpu_facts())
+        xpu.choose(facts)
     assert str(refused.value) == "cannot tell whether XPUModelRunner.capture_model captures graphs (marker None)"
 
 
@@ -242,13 +238,11 @@ def test_an_xpu_runner_the_plugin_cannot_read_is_refused_not_crashed(facts):
 @pytest.mark.parametrize("make_runner", [runner_for, xpu_runner_for], ids=["gpu", "xpu"])
 def test_a_runner_without_a_plan_plans_at_capture_with_the_workers_settings(fd_era, make_runner):
     """A runner the gate did not see (built before activation) is planned when it captures, with the same settings."""
-    from fastdeploy_cudagraph_ext.patch.patch_gpu_model_runner_capture import PLAN_ATTR
-
     ext.activate()
     runner = make_runner(make_fd_config(k=2, max_num_seqs=2, sizes=(1, 2)))
-    delattr(runner, PLAN_ATTR)
+    delattr(runner, gpu.PLAN_ATTR)
     runner.capture_model()
-    assert getattr(runner, PLAN_ATTR).sizes == [6, 3]
+    assert getattr(runner, gpu.PLAN_ATTR).sizes == [6, 3]
     assert [(r["batch_size"], r["expected_decode_len"]) for r in runner.dummy_runs] == [(2, 6), (1, 6)]
 
 
@@ -288,24 +282,16 @@ def test_the_installed_sizes_are_logged(fd_era, caplog):
                                                      "again); DeepEP cap and k+1 checks run; k counts for mtp"),
 ])
 def test_the_gpu_loop_choice_follows_fastdeploys_own_batch_and_says_why(mtp_batch, scales, variant, reason):
-    from fastdeploy_cudagraph_ext.fd_facts import ModuleFacts
-    from fastdeploy_cudagraph_ext.patch import patch_gpu_model_runner_capture as gpu
-
-    config = {"FDConfig.k_plus_1_methods": "mtp"}
-    if scales is not None:
-        config["GraphOptimizationConfig.init_with_cudagrpah_size.scales_by_k_plus_1"] = scales
-    choice = gpu.choose({gpu.MODULE: ModuleFacts(markers={"GPUModelRunner.capture_model.mtp_batch": mtp_batch}),
-                         gpu.CONFIG_MODULE: ModuleFacts(markers=config)})
+    config = {} if scales is None else {"GraphOptimizationConfig.init_with_cudagrpah_size.scales_by_k_plus_1": scales}
+    choice = gpu.choose(runner_facts(gpu, "GPUModelRunner", {"mtp_batch": mtp_batch}, config))
     assert (choice.variant, choice.reason, dict(choice.line)) == (variant, reason, {"k_plus_1_methods": "mtp"})
 
 
-def test_a_gpu_runner_the_plugin_cannot_read_is_refused_not_crashed():
-    from fastdeploy_cudagraph_ext.fd_facts import ModuleFacts
-    from fastdeploy_cudagraph_ext.patch import patch_gpu_model_runner_capture as gpu
-    from fastdeploy_cudagraph_ext.registry import ContractBroken
-
+@pytest.mark.parametrize("facts", [{gpu.CONFIG_MODULE: ModuleFacts(markers={"FDConfig.k_plus_1_methods": "mtp"})},
+                                   runner_facts(gpu, "GPUModelRunner", {})], ids=["no-runner-module", "no-marker"])
+def test_a_gpu_runner_the_plugin_cannot_read_is_refused_not_crashed(facts):
     with pytest.raises(ContractBroken, match=r"MTP batch sizing is not one the plugin knows \(marker mtp_batch=None\)"):
-        gpu.choose({gpu.CONFIG_MODULE: ModuleFacts(markers={"FDConfig.k_plus_1_methods": "mtp"})})
+        gpu.choose(facts)
 
 
 @pytest.mark.parametrize("fd_era", ["2.3"], indirect=True)  # 2.3's FDConfig counts k+1 tokens for MTP only
@@ -318,23 +304,16 @@ def test_a_speculative_method_the_line_does_not_count_k_plus_1_for_keeps_fastdep
 
 def test_a_line_without_cudagraph_only_prefill_captures_mtp_decode_graphs():
     """2.2.0's GraphOptimizationConfig has no cudagraph_only_prefill (fa236927): no prefill-only capture to defer to."""
-    from types import SimpleNamespace
-
-    from fastdeploy_cudagraph_ext.patch.patch_gpu_model_runner_capture import _is_mtp_decode_capture
-
     runner = SimpleNamespace(use_cudagraph=True, graph_opt_config=SimpleNamespace(),
                              fd_config=SimpleNamespace(speculative_config=SimpleNamespace(method="mtp",
                                                                                           num_speculative_tokens=1)))
-    assert _is_mtp_decode_capture(runner, {"mtp"})
-    assert not _is_mtp_decode_capture(runner, {"suffix"})  # a method this line does not count k+1 for
+    assert gpu._is_mtp_decode_capture(runner, {"mtp"})
+    assert not gpu._is_mtp_decode_capture(runner, {"suffix"})  # a method this line does not count k+1 for
 
 
 def test_a_line_whose_counted_methods_cannot_be_read_is_refused_with_the_markers_named():
-    from fastdeploy_cudagraph_ext.patch.patch_gpu_model_runner_capture import counted_methods
-    from fastdeploy_cudagraph_ext.registry import ContractBroken
-
     with pytest.raises(ContractBroken) as refused:
-        counted_methods({})
+        gpu.counted_methods({})
     assert str(refused.value) == (
         "cannot tell which speculative methods this FastDeploy counts k+1 tokens per request for (markers "
         "FDConfig.k_plus_1_methods and SpeculativeConfig.method_list are absent)")
