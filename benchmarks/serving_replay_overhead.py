@@ -6,6 +6,8 @@ is the bottleneck), for a backend whose sizes are all captured and for one with 
   unwrapped     FastDeploy's own call (modelled below): look up the entry, replay
   wrapped       the same call through the plugin's wrapper (patch_cudagraph_piecewise_backend.build)
   replay_scope  policy.replay_scope() around nothing: the two stream waits the wrapper must add
+  device_waits  the same two waits made through the device directly, no policy: the replay scope's floor (what the
+                framework's event record and stream wait cost on this host), so the policy's own share is the rest
   capture_scope policy.capture_scope() around nothing: what every replay paid before issue 11 while any size was
                 uncaptured (for reference)
   unwrapped_in_replay_scope  FastDeploy's call inside policy.replay_scope(): the floor, since the two waits are the
@@ -13,6 +15,9 @@ is the bottleneck), for a backend whose sizes are all captured and for one with 
   graph_opt.*   FastDeploy's GraphOptBackend decision (2.3's) over the wrapped backend, with and
                 without the plugin's decode_step_metrics wrapper: that wrapper's own cost per decode step (it counts
                 the step, the replay the graph backend's wrapper noted included)
+  bare_wrapper  the least any wrapper that decides by the call's entry can do: take the call's keywords, look the
+                entry up as FastDeploy does, and pass the keywords on inside the replay scope; its paired extra over the
+                floor is the wrapper's own floor on this host
   step.unwrapped_in_replay_scope  the whole decode step's floor: FastDeploy's two classes inside the replay scope;
                 graph_opt.wrapped over it is the plugin's whole host cost per decode step, metrics on
 The metrics are on (metrics.py exporting to a temporary PROMETHEUS_MULTIPROC_DIR, as in a FastDeploy worker).
@@ -126,6 +131,18 @@ def main() -> None:
         view.__dict__ = backend.__dict__
         return view
 
+    def bare_wrapper(backend: PiecewiseBackend) -> Callable[[], object]:
+        original, lookup = PiecewiseBackend.__call__, patch_cudagraph_piecewise_backend._token_keyed
+
+        def __call__(self: object, **kwargs: object) -> object:
+            lookup(self, kwargs)
+            with policy.replay_scope():
+                return original(self, **kwargs)
+        bare_class = type("BareWrapped", (PiecewiseBackend,), {"__call__": __call__})
+        bare = bare_class.__new__(bare_class)
+        bare.__dict__ = backend.__dict__
+        return lambda: bare(forward_meta=step)
+
     def in_replay_scope(plain: PiecewiseBackend) -> Callable[[], object]:
         def call() -> object:
             with policy.replay_scope():
@@ -144,6 +161,7 @@ def main() -> None:
     # The wrapper's own decision: the call's entry, looked up as FastDeploy looks it up (the part it cannot skip).
     call_kwargs = {"forward_meta": step}  # the lookup reads the call's keyword arguments, as the wrapper passes them
     variants["entry_lookup"] = lambda: patch_cudagraph_piecewise_backend._token_keyed(all_captured, call_kwargs)
+    variants["all_captured.bare_wrapper"] = bare_wrapper(all_captured)
     graph_opts = {"unwrapped": GraphOptBackend(runnable, config), "wrapped": wrapped_graph_opt(runnable, config)}
     for name, graph_opt in graph_opts.items():
         graph_opt.cudagraph_piecewise_backend = all_captured  # both over the same captured backend
@@ -155,6 +173,13 @@ def main() -> None:
     variants["step.unwrapped_in_replay_scope"] = in_replay_scope(fastdeploy_step)
     variants["replay_scope"] = empty_scope(policy.replay_scope)
     variants["capture_scope"] = empty_scope(policy.capture_scope)
+    capture_waits = fw.stream_waiter(policy.capture_stream(dev), fw.current_stream(dev))
+    caller_waits = fw.stream_waiter(fw.current_stream(dev), policy.capture_stream(dev))
+
+    def device_waits() -> None:
+        capture_waits()
+        caller_waits()
+    variants["device_waits"] = device_waits
     with fw.framework_ops(dev):  # the step's eager kernels run on the framework's compute stream
         times = chunk_us(variants, calls)
     us = {name: round(statistics.median(values), 3) for name, values in times.items()}
@@ -171,6 +196,8 @@ def main() -> None:
         times, "all_captured.unwrapped_in_replay_scope_again", "all_captured.unwrapped_in_replay_scope")
     extra["decode_step_metrics"] = paired_extra_us(times, "graph_opt.wrapped", "graph_opt.unwrapped")
     extra["step"] = paired_extra_us(times, "graph_opt.wrapped", "step.unwrapped_in_replay_scope")
+    extra["bare_wrapper"] = paired_extra_us(times, "all_captured.bare_wrapper", "all_captured.unwrapped_in_replay_scope")
+    extra["replay_scope_over_device_waits"] = paired_extra_us(times, "replay_scope", "device_waits")
     card = torch.cuda.get_device_name(dev)
     print(json.dumps({"card": card, "calls": calls, "us_per_call": us, "ratios": ratios, "wrapper_extra_us": extra}))
     print(f"{card}: wrapped / (FastDeploy's call in the replay scope) = "
@@ -178,8 +205,10 @@ def main() -> None:
           f"{ratios['one_never_captured.wrapped_over_unwrapped_in_replay_scope']:.3f} (one size never captured), "
           f"A/A control {ratios['a_a_control']:.3f} ({extra['a_a_control']:+.2f} us); "
           f"unwrapped {us['all_captured.unwrapped']:.2f} us, replay scope alone {us['replay_scope']:.2f} us, "
-          f"capture scope alone {us['capture_scope']:.2f} us; wrapped - floor = {extra['all_captured']:.2f} / "
-          f"{extra['one_never_captured']:.2f} us, the entry lookup alone {us['entry_lookup']:.2f} us; "
+          f"capture scope alone {us['capture_scope']:.2f} us, the device's two waits alone {us['device_waits']:.2f} us "
+          f"(the policy's share {extra['replay_scope_over_device_waits']:+.2f} us); wrapped - floor = {extra['all_captured']:.2f} / "
+          f"{extra['one_never_captured']:.2f} us, the entry lookup alone {us['entry_lookup']:.2f} us, a bare wrapper "
+          f"(lookup, keywords passed on) - floor = {extra['bare_wrapper']:.2f} us; "
           f"decode_step_metrics wrapper {extra['decode_step_metrics']:.2f} us; the plugin per decode step (both "
           f"wrappers, metrics on) - floor = {extra['step']:.2f} us; metrics exported: "
           f"{STATS.exporter is not None}, replays counted {sum(STATS.replays.values())}")

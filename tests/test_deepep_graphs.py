@@ -190,7 +190,8 @@ def test_the_runner_gate_allows_the_capturable_case_and_says_so(fd_era, runtime,
     ext.activate()
     with caplog.at_level(logging.INFO, "fastdeploy_cudagraph_ext"):
         build_runner(graph_opt_level=1, full_cuda_graph=False, ep_prefill_use_worst_num_tokens=True)
-    assert any(ALLOWED in r.getMessage() for r in caplog.records)
+    assert any(r.getMessage().startswith("fastdeploy-cudagraph-ext: ") and ALLOWED in r.getMessage()
+               for r in caplog.records)
     assert deepep_protocol.normal_mode_captures.allowed
 
 

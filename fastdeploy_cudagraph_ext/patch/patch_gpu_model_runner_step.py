@@ -117,8 +117,10 @@ def gate_runner(fd_config: object, settings: Settings, variant: Variant) -> dict
         group_attribute = markers.get("ParallelConfig.expert_parallel_group.attribute", "none")
         group = getattr(fd_config.parallel_config, group_attribute, None) if group_attribute != "none" else None
         if group is None:
+            where = "this line's ParallelConfig has no EP group attribute" if group_attribute == "none" else \
+                f"ParallelConfig.{group_attribute}"
             raise PlanError([f"fastdeploy-cudagraph-ext refuses to start this worker: expert parallelism is on but "
-                             f"FastDeploy's EP process group was not found (ParallelConfig.{group_attribute}); the "
+                             f"FastDeploy's EP process group was not found ({where}); the "
                              f"ranks could not agree on their DeepEP plan. Use a FastDeploy release listed in "
                              f"README's compatibility table"])
         exchange = deepep_agreement.exchange
