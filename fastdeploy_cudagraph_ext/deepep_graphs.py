@@ -66,7 +66,7 @@ def _prefill_graphs(settings: DeploymentSettings, deepep: DeepEPGraphSettings) -
     return out
 
 
-def _worst_tokens_missing(settings: DeploymentSettings, deepep: DeepEPGraphSettings) -> list[str]:
+def _worst_tokens_missing(deepep: DeepEPGraphSettings) -> list[str]:
     """What keeps DeepEP's normal dispatch from a fixed worst-case token count (empty: it is capturable)."""
     guard = deepep.line.worst_tokens_guard
     missing = []
@@ -89,7 +89,7 @@ def judge_normal_mode_graphs(settings: DeploymentSettings) -> NormalModeVerdict:
     graphs = _prefill_graphs(settings, deepep)
     if not graphs:
         return NormalModeVerdict([], [])
-    missing = _worst_tokens_missing(settings, deepep)
+    missing = _worst_tokens_missing(deepep)
     what = " and ".join(graphs)
     if not missing:
         return NormalModeVerdict([], [

@@ -88,7 +88,7 @@ def test_what_keeps_the_worst_case_token_count_away_follows_the_lines_guard(guar
 
     deepep = DeepEPGraphSettings(worst_num_tokens=True, torch_api_deepep=torch_api,
                                  line=LineGraphs(worst_tokens_guard=guard))
-    assert _worst_tokens_missing(settings(), deepep) == missing
+    assert _worst_tokens_missing(deepep) == missing
 
 
 def test_a_deployment_config_without_these_keys_gets_fastdeploys_defaults():
@@ -243,3 +243,40 @@ def test_plan_judges_normal_mode_graphs_on_the_line_it_names(capsys, tmp_path):
     assert "static split-graph mode" in json.loads(capsys.readouterr().out)["problems"][0]
     assert cli.main(["plan", "--config", path, "--fd-line", "2.4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["problems"] == []
+
+
+def test_both_kinds_of_prefill_graph_are_named_with_both_fixes():
+    both = judge_normal_mode_graphs(settings(only_prefill=True, graph_opt_level=1, full_cuda_graph=False))
+    assert both.problems[0].startswith(
+        "with expert parallelism this deployment captures prefill graphs (graph-optimization-config "
+        "cudagraph_only_prefill: true) and prefill/mixed graphs of the static split-graph mode (graph_opt_level: 1 "
+        "with full_cuda_graph: false); in them")
+    assert "Fix: set cudagraph_only_prefill: false (decode graphs use the capturable low-latency kernels); set " \
+           "full_cuda_graph: true (or graph_opt_level: 0) in --graph-optimization-config; or, to capture" \
+           in both.problems[0]
+    # full_cuda_graph: false at graph_opt_level 0 makes no split graph: its fix is not offered
+    prefill_only = judge_normal_mode_graphs(settings(only_prefill=True, graph_opt_level=0, full_cuda_graph=False))
+    assert "Fix: set cudagraph_only_prefill: false (decode graphs use the capturable low-latency kernels); or, to " \
+           "capture" in prefill_only.problems[0]
+
+
+def test_a_line_s_unread_markers_stay_unknown():
+    from fastdeploy_cudagraph_ext.deepep_graphs import line_graphs_of
+
+    assert line_graphs_of({}) == LineGraphs(None, None, None)
+    # a runner whose facts were read, without capture_model_prefill_and_mixed (2.2-2.4): no split prefill graphs
+    read = line_graphs_of({"GPUModelRunner.capture_model.captures_graphs": "yes",
+                           "GPUModelRunner.capture_model.prefill_only_branch": "no"})
+    assert read == LineGraphs(False, False, None)
+
+
+def test_the_worker_reads_the_node_count_from_fdconfig_or_its_parallel_config():
+    from types import SimpleNamespace
+
+    from fastdeploy_cudagraph_ext.deepep_graphs import graph_settings_of_fd_config
+
+    parallel = SimpleNamespace(ep_prefill_use_worst_num_tokens=True)
+    assert graph_settings_of_fd_config(SimpleNamespace(nnode=2, parallel_config=parallel), LineGraphs()).nnodes == 2
+    parallel.nnode = 3
+    assert graph_settings_of_fd_config(SimpleNamespace(parallel_config=parallel), LineGraphs()).nnodes == 3
+    assert graph_settings_of_fd_config(SimpleNamespace(parallel_config=parallel), LineGraphs()).worst_num_tokens
