@@ -44,9 +44,6 @@
 #                    runner_contract (and any contract built at import): not a survivor but an artefact; mutmut's
 #                    forked runs keep the package imported unmutated and deselect test_declared_names.py, which fails
 #                    on hand-applied mutants of it
-#   patch.patch_gpu_model_runner_step
-#                    gate_runner: the "none" test of the EP group marker -> "XXnoneXX" / dropped (getattr of a
-#                    ParallelConfig without a "none" attribute gives None, refused with the same message)
 #   deepep_graphs    getattr/get defaults False/0 -> None or dropped where bool() or `or 0` reads them; the
 #                    FD_USE_PFCC_DEEP_EP default "0" -> "XX0XX" (neither is a true value, as for stream_policy);
 #                    judge_normal_mode_graphs: getattr(settings, "deepep", None) -> no default (DeploymentSettings

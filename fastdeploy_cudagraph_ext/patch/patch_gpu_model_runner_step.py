@@ -115,7 +115,7 @@ def gate_runner(fd_config: object, settings: Settings, variant: Variant) -> dict
         log.info("fastdeploy-cudagraph-ext: %s", allowed)
     if uses_expert_parallel(fd_config):
         group_attribute = markers.get("ParallelConfig.expert_parallel_group.attribute", "none")
-        group = getattr(fd_config.parallel_config, group_attribute, None) if group_attribute != "none" else None
+        group = getattr(fd_config.parallel_config, group_attribute, None)  # "none": no ParallelConfig has it
         if group is None:
             where = "this line's ParallelConfig has no EP group attribute" if group_attribute == "none" else \
                 f"ParallelConfig.{group_attribute}"
