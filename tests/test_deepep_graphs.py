@@ -168,7 +168,7 @@ def build_runner(**graph):
 
 @pytest.mark.standin
 @pytest.mark.parametrize("graph, refused_on", [
-    ({"cudagraph_only_prefill": True}, {"develop"}),  # the 2.3 stand-in does not model the prefill-only branch
+    ({"cudagraph_only_prefill": True}, {"2.3", "develop"}),  # both capture prefill graphs (0df488c7 on)
     ({"graph_opt_level": 1, "full_cuda_graph": False}, {"develop"}),  # 2.3 has no split-graph capture
 ])
 def test_the_runner_gate_refuses_per_line_before_the_model_is_built(fd_era, runtime, graph, refused_on):

@@ -1,5 +1,6 @@
 """Stand-in GPUModelRunner of 2.3 at 0df488c7 (2025-11-06): MTP capture warms size/2 requests (right for k=1
-only) and skips size 1; initialize_forward_meta(self) has no is_dummy_or_profile_run; _dummy_run has 7 parameters."""
+only) and skips size 1, after its two early exits (graphs off; cudagraph_only_prefill: prefill graphs by token count);
+initialize_forward_meta(self) has no is_dummy_or_profile_run; _dummy_run has 7 parameters."""
 from fastdeploy.worker.model_runner_base import ModelRunnerBase, sot_warmup_guard
 
 
@@ -21,6 +22,13 @@ class GPUModelRunner(ModelRunnerBase):
 
     @sot_warmup_guard(True)
     def capture_model(self) -> None:
+        if not self.use_cudagraph:  # as 0df488c7: graphs off, nothing captured
+            return
+        if self.fd_config.graph_opt_config.cudagraph_only_prefill:  # prefill graphs only, by token count
+            for num_tokens in sorted(self.cudagraph_capture_sizes, reverse=True):
+                self._dummy_run(num_tokens=num_tokens, batch_size=self.scheduler_config.max_num_seqs,
+                                in_capturing=True, expected_decode_len=1, capture_prefill=True)
+            return
         for batch_size in sorted(self.cudagraph_capture_sizes, reverse=True):
             if self.speculative_decoding and self.speculative_method == "mtp":
                 if batch_size == 1:
