@@ -22,6 +22,8 @@ class GPUModelRunner(ModelRunnerBase):
 
     @sot_warmup_guard(True)
     def capture_model(self) -> None:
+        if not self.use_cudagraph:  # as e53f5184: graphs off, nothing captured
+            return
         self.fastdeploy_loop_ran = True
         k = self.speculative_config.num_speculative_tokens
         if self.graph_opt_config.cudagraph_only_prefill:  # prefill graphs only (the MoE phase is prefill)
