@@ -124,10 +124,10 @@ def main() -> None:
                 pass
         return call
 
-    def unwrapped_view(backend: PiecewiseBackend) -> PiecewiseBackend:
-        """FastDeploy's class over the wrapped backend's state: called as the runner calls it (an instance call),
-        so both sides pay the same call path and differ only by the wrapper."""
-        view = PiecewiseBackend.__new__(PiecewiseBackend)
+    def unwrapped_view(backend: PiecewiseBackend, cls: type = PiecewiseBackend) -> PiecewiseBackend:
+        """FastDeploy's class (or `cls`) over the wrapped backend's state: called as the runner calls it (an
+        instance call), so both sides pay the same call path and differ only by the wrapper."""
+        view = cls.__new__(cls)
         view.__dict__ = backend.__dict__
         return view
 
@@ -138,9 +138,7 @@ def main() -> None:
             lookup(self, kwargs)
             with policy.replay_scope():
                 return original(self, **kwargs)
-        bare_class = type("BareWrapped", (PiecewiseBackend,), {"__call__": __call__})
-        bare = bare_class.__new__(bare_class)
-        bare.__dict__ = backend.__dict__
+        bare = unwrapped_view(backend, type("BareWrapped", (PiecewiseBackend,), {"__call__": __call__}))
         return lambda: bare(forward_meta=step)
 
     def in_replay_scope(plain: PiecewiseBackend) -> Callable[[], object]:
@@ -173,12 +171,11 @@ def main() -> None:
     variants["step.unwrapped_in_replay_scope"] = in_replay_scope(fastdeploy_step)
     variants["replay_scope"] = empty_scope(policy.replay_scope)
     variants["capture_scope"] = empty_scope(policy.capture_scope)
-    capture_waits = fw.stream_waiter(policy.capture_stream(dev), fw.current_stream(dev))
-    caller_waits = fw.stream_waiter(fw.current_stream(dev), policy.capture_stream(dev))
+    order = policy.replay_scope()  # the scope's own two waits, built once by the policy for this caller stream
 
     def device_waits() -> None:
-        capture_waits()
-        caller_waits()
+        order.capture_waits()
+        order.caller_waits()
     variants["device_waits"] = device_waits
     with fw.framework_ops(dev):  # the step's eager kernels run on the framework's compute stream
         times = chunk_us(variants, calls)
@@ -196,7 +193,8 @@ def main() -> None:
         times, "all_captured.unwrapped_in_replay_scope_again", "all_captured.unwrapped_in_replay_scope")
     extra["decode_step_metrics"] = paired_extra_us(times, "graph_opt.wrapped", "graph_opt.unwrapped")
     extra["step"] = paired_extra_us(times, "graph_opt.wrapped", "step.unwrapped_in_replay_scope")
-    extra["bare_wrapper"] = paired_extra_us(times, "all_captured.bare_wrapper", "all_captured.unwrapped_in_replay_scope")
+    extra["bare_wrapper"] = paired_extra_us(
+        times, "all_captured.bare_wrapper", "all_captured.unwrapped_in_replay_scope")
     extra["replay_scope_over_device_waits"] = paired_extra_us(times, "replay_scope", "device_waits")
     card = torch.cuda.get_device_name(dev)
     print(json.dumps({"card": card, "calls": calls, "us_per_call": us, "ratios": ratios, "wrapper_extra_us": extra}))
@@ -206,7 +204,8 @@ def main() -> None:
           f"A/A control {ratios['a_a_control']:.3f} ({extra['a_a_control']:+.2f} us); "
           f"unwrapped {us['all_captured.unwrapped']:.2f} us, replay scope alone {us['replay_scope']:.2f} us, "
           f"capture scope alone {us['capture_scope']:.2f} us, the device's two waits alone {us['device_waits']:.2f} us "
-          f"(the policy's share {extra['replay_scope_over_device_waits']:+.2f} us); wrapped - floor = {extra['all_captured']:.2f} / "
+          f"(the policy's share {extra['replay_scope_over_device_waits']:+.2f} us); "
+          f"wrapped - floor = {extra['all_captured']:.2f} / "
           f"{extra['one_never_captured']:.2f} us, the entry lookup alone {us['entry_lookup']:.2f} us, a bare wrapper "
           f"(lookup, keywords passed on) - floor = {extra['bare_wrapper']:.2f} us; "
           f"decode_step_metrics wrapper {extra['decode_step_metrics']:.2f} us; the plugin per decode step (both "

@@ -19,6 +19,11 @@ PLUGINS = "fastdeploy.plugins.utils"
 ORDER = ["2.2.0", "2.2.x", "2.3", "2.4", "2.5", "2.6", "develop"]
 
 
+def line_facts(line: str) -> dict[str, ModuleFacts]:
+    """The module facts of one release line's fixture (e.g. "2.4")."""
+    return facts_from_json(json.loads((RELEASES_DIR / f"fd-{line}.json").read_text())["modules"])
+
+
 def load_fixtures() -> dict[str, dict]:
     """{release line: fixture}, oldest first."""
     raw = {p.stem.removeprefix("fd-"): json.loads(p.read_text()) for p in RELEASES_DIR.glob("fd-*.json")}

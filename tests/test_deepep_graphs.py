@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fd_configs import make_fd_config
+from fd_release_facts import line_facts
 from test_doctor import doctor_json, finding, machine  # noqa: F401 - the doctor's machine fixture
 
 import fastdeploy_cudagraph_ext as ext
@@ -112,6 +113,8 @@ def test_an_fd_config_without_these_fields_gets_fastdeploys_defaults(monkeypatch
                             parallel_config=SimpleNamespace(ep_prefill_use_worst_num_tokens=True, nnode=2))
     assert graph_settings_of_fd_config(split, LineGraphs()) == DeepEPGraphSettings(
         graph_opt_level=1, full_cuda_graph=False, worst_num_tokens=True, nnodes=2)
+    split.nnode = 3  # FDConfig's own node count (read first), where the line has one
+    assert graph_settings_of_fd_config(split, LineGraphs()).nnodes == 3
 
 
 def test_a_prefill_instance_capturing_prefill_graphs_is_refused():
@@ -208,7 +211,6 @@ def test_the_gate_refuses_expert_parallelism_without_fastdeploys_ep_group(fd_era
 
 # ---- per FastDeploy line, from the real sources' facts (patches/releases/*.json) --------------------------------
 
-RELEASES = Path(__file__).resolve().parent.parent / "patches" / "releases"
 LINE_FACTS = {  # (prefill-only graphs, split prefill graphs, num_worst_tokens passed, draft phase)
     "2.2.0": (False, False, "none", "force_draft_phase_on_parallel_config"),  # no proposer write at all
     "2.2.x": (False, False, "none", "force_draft_phase_on_parallel_config"),
@@ -222,12 +224,11 @@ LINE_FACTS = {  # (prefill-only graphs, split prefill graphs, num_worst_tokens p
 
 @pytest.mark.parametrize("line", LINE_FACTS)
 def test_each_line_s_graphs_and_draft_phase_come_from_its_sources(line):
-    from fastdeploy_cudagraph_ext import fd_facts
     from fastdeploy_cudagraph_ext.deepep_graphs import line_graphs_of
     from fastdeploy_cudagraph_ext.patch import patch_gpu_model_runner_step
     from fastdeploy_cudagraph_ext.registry import judge
 
-    facts = fd_facts.facts_from_json(json.loads((RELEASES / f"fd-{line}.json").read_text())["modules"])
+    facts = line_facts(line)
     markers = {k: v for module in facts.values() for k, v in module.markers.items()}
     prefill_only, split, worst, draft = LINE_FACTS[line]
     assert line_graphs_of(markers) == LineGraphs(prefill_only, split, worst)
@@ -268,15 +269,3 @@ def test_a_line_s_unread_markers_stay_unknown():
     read = line_graphs_of({"GPUModelRunner.capture_model.captures_graphs": "yes",
                            "GPUModelRunner.capture_model.prefill_only_branch": "no"})
     assert read == LineGraphs(False, False, None)
-
-
-def test_the_worker_reads_the_node_count_from_fdconfig_or_its_parallel_config():
-    from types import SimpleNamespace
-
-    from fastdeploy_cudagraph_ext.deepep_graphs import graph_settings_of_fd_config
-
-    parallel = SimpleNamespace(ep_prefill_use_worst_num_tokens=True)
-    assert graph_settings_of_fd_config(SimpleNamespace(nnode=2, parallel_config=parallel), LineGraphs()).nnodes == 2
-    parallel.nnode = 3
-    assert graph_settings_of_fd_config(SimpleNamespace(parallel_config=parallel), LineGraphs()).nnodes == 3
-    assert graph_settings_of_fd_config(SimpleNamespace(parallel_config=parallel), LineGraphs()).worst_num_tokens
